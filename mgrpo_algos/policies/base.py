@@ -1,0 +1,170 @@
+"""The `Policy` protocol every learner and the rollout engine program against.
+
+A policy turns chat messages into token ids, samples batched completions with
+their log-probabilities, and recomputes differentiable log-probabilities of
+whole sequences for training. `HFPolicy` (in `mgrpo_algos.policies.hf`) is the
+implementation for transformers causal language models.
+
+Log-probabilities, everywhere in this package, are those of the *sampling-free*
+model distribution: ``log_softmax`` of the raw logits at temperature 1, without
+top-k/top-p truncation. The GRPO importance ratio ``pi_theta / pi_old`` compares
+two such numbers for the same token, so the old log-probs stored at sampling
+time and the new ones from `Policy.logprobs` must be computed the same way
+(GRPO, Shao et al. 2024, eq. 3; DAPO, Yu et al. 2025, sec. 2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import torch
+
+Message = Mapping[str, str]
+"""One chat message: ``{"role": ..., "content": ...}``."""
+
+
+@dataclass
+class GenerationOutput:
+    """Batched sampling result, one entry per prompt in the order given.
+
+    Attributes:
+        completion_ids: Sampled token ids, without the prompt; they include the
+            stop token when one was produced (then it is the last id).
+        logprobs: Log-probability of each sampled token under the model's
+            temperature-1 distribution (``log_softmax`` of the raw logits), even
+            when sampling used another temperature, top-k or top-p. Same lengths
+            as ``completion_ids``.
+        texts: The completions decoded without special tokens.
+        finished: ``True`` where the completion ended on a stop token, ``False``
+            where it hit ``max_new_tokens``.
+    """
+
+    completion_ids: list[list[int]]
+    logprobs: list[list[float]]
+    texts: list[str]
+    finished: list[bool]
+
+    def __len__(self) -> int:
+        return len(self.completion_ids)
+
+    @property
+    def num_tokens(self) -> int:
+        """Total number of generated tokens over the batch."""
+        return sum(len(ids) for ids in self.completion_ids)
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """A trainable language-model policy with a chat format.
+
+    Token sequences are plain lists of ids; batches of sequences of different
+    lengths are left-padded with `pad_id` and come with an attention mask.
+    """
+
+    @property
+    def pad_id(self) -> int:
+        """Padding token id."""
+        ...
+
+    @property
+    def eos_id(self) -> int:
+        """End-of-turn token id (the default stop token)."""
+        ...
+
+    @property
+    def stop_ids(self) -> tuple[int, ...]:
+        """Token ids that end a completion by default."""
+        ...
+
+    @property
+    def max_positions(self) -> int:
+        """Longest sequence (prompt plus completion) the model accepts."""
+        ...
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the parameters; inputs to `logprobs` go there."""
+        ...
+
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        *,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        stop_ids: Sequence[int] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> GenerationOutput:
+        """Sample one completion per prompt, all prompts in one batch.
+
+        Args:
+            prompts: Token ids of each prompt (different lengths allowed).
+            max_new_tokens: Most tokens to sample per prompt.
+            temperature: Softmax temperature for sampling; ``0`` means greedy.
+            top_p: Nucleus sampling mass in ``(0, 1]``; ``1`` disables it.
+            top_k: Keep the ``k`` most likely tokens; ``0`` disables it, ``1`` is greedy.
+            stop_ids: Tokens that end a completion; ``None`` uses `stop_ids`,
+                an empty sequence never stops early.
+            generator: Random generator; the same seed gives the same tokens.
+
+        Returns:
+            The completions, their log-probs and texts (see `GenerationOutput`).
+        """
+        ...
+
+    def logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Differentiable log-probs of every next token.
+
+        Args:
+            input_ids: ``(B, T)`` token ids, left-padded.
+            attention_mask: ``(B, T)`` with 1 on real tokens and 0 on padding.
+
+        Returns:
+            ``(B, T - 1)`` float tensor whose ``[b, t]`` entry is
+            ``log p(input_ids[b, t + 1] | input_ids[b, : t + 1])``, and 0 where
+            ``input_ids[b, t + 1]`` is padding.
+        """
+        ...
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of plain text, without special tokens added."""
+        ...
+
+    def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
+        """Text of token ids."""
+        ...
+
+    def encode_chat(
+        self, messages: Sequence[Message], *, add_generation_prompt: bool = True
+    ) -> list[int]:
+        """Token ids of a conversation rendered with the chat template."""
+        ...
+
+    def encode_message(
+        self, message: Message, *, add_generation_prompt: bool = True
+    ) -> list[int]:
+        """Token ids to append after an assistant turn that ended on a stop token.
+
+        ``prompt + completion + encode_message(m)`` continues a conversation with
+        message ``m`` (then the assistant's generation prompt), without
+        re-encoding the earlier turns.
+        """
+        ...
+
+    def parameters(self) -> Iterator[torch.nn.Parameter]:
+        """Trainable parameters (for an optimiser)."""
+        ...
+
+    def save(self, path: str | Path) -> None:
+        """Write weights (safetensors), config and tokenizer to directory ``path``."""
+        ...
+
+    @classmethod
+    def load(cls, path: str | Path) -> Policy:
+        """Read a policy written by `save`."""
+        ...

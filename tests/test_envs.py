@@ -1,0 +1,167 @@
+"""Every registered env against PettingZoo's checks, our conformance check and its card."""
+
+from __future__ import annotations
+
+import warnings
+
+import gymnasium
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+from pettingzoo.test import api_test, seed_test
+
+import mgrpo_envs
+from mgrpo_envs.registry import gym_ids
+from mgrpo_envs.testing import check_tool_env, play_episode, random_tool_action
+
+ENV_IDS = mgrpo_envs.list_envs()
+DIFFICULTIES = ("easy", "medium", "hard")
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_pettingzoo_api(env_id: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        api_test(mgrpo_envs.make(env_id), num_cycles=200)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_pettingzoo_seed(env_id: str) -> None:
+    seed_test(lambda: mgrpo_envs.make(env_id), num_cycles=100)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+@pytest.mark.parametrize("codec", ["compact", "json"])
+def test_check_tool_env(env_id: str, codec: str) -> None:
+    report = check_tool_env(lambda: mgrpo_envs.make(env_id, codec=codec), episodes=4)
+    assert report["expert_success"] == 1.0
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+@pytest.mark.parametrize("difficulty", DIFFICULTIES)
+def test_expert_solves_and_random_does_not(env_id: str, difficulty: str) -> None:
+    env = mgrpo_envs.make(env_id, difficulty=difficulty)
+    expert = [
+        play_episode(env, lambda e: e.unwrapped.oracle_action(), seed)["final"]["main"]
+        for seed in range(200)
+    ]
+    expert_rate = np.mean([f["outcome"]["correct"] for f in expert])
+    rng = np.random.default_rng(0)
+    rand = [
+        play_episode(env, lambda e: random_tool_action(e, rng), seed)["final"]["main"]
+        for seed in range(200)
+    ]
+    random_rate = np.mean([f["outcome"]["correct"] for f in rand])
+    assert expert_rate >= 0.99, expert_rate
+    assert random_rate <= 0.02, random_rate
+    # the expert's rewards are the paper's maximum: every output well-formed and correct
+    assert all(f["outcome"]["reward"] == pytest.approx(1.0) for f in expert)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_single_agent_view(env_id: str) -> None:
+    gym_id = {v: k for k, v in gym_ids().items()}[env_id]
+    env = gymnasium.make(gym_id)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check_env(env.unwrapped, skip_render_check=True)
+    wins = 0
+    for seed in range(50):
+        obs, info = env.reset(seed=seed)
+        done = False
+        while not done:
+            obs, reward, term, trunc, info = env.step(env.unwrapped.oracle_action())
+            done = term or trunc
+        wins += info["outcome"]["correct"]
+        assert reward == pytest.approx(1.0) if info["outcome"]["correct"] else reward < 1
+    assert wins >= 49
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_render_is_a_readable_transcript(env_id: str) -> None:
+    env = mgrpo_envs.make(env_id, render_mode="ansi")
+    play_episode(env, lambda e: e.unwrapped.oracle_action(), 0)
+    text = env.render()
+    assert "[env -> main]" in text and "[main]" in text and "episode over: answered" in text
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_infos_report_outcome_and_calls(env_id: str) -> None:
+    env = mgrpo_envs.make(env_id)
+    final = play_episode(env, lambda e: e.unwrapped.oracle_action(), 3)["final"]
+    outcome = final["main"]["outcome"]
+    assert outcome["correct"] and outcome["format_ok"] and outcome["answer"] == outcome["gold"]
+    role = env.possible_agents[1]
+    calls = final[role]["calls"]
+    assert len(calls) == outcome["num_invocations"] >= 1
+    assert all(c["expert"] == 1.0 and c["format_ok"] for c in calls)
+
+
+def test_unknown_env_id_names_the_known_ones() -> None:
+    with pytest.raises(ValueError, match=r"unknown env id 'nope_v0'; expected one of \['research_v0'"):
+        mgrpo_envs.make("nope_v0")
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_bad_kwargs(env_id: str) -> None:
+    with pytest.raises(TypeError, match=r"unknown argument\(s\) \['colour'\].*expected some of"):
+        mgrpo_envs.make(env_id, colour="red")
+    with pytest.raises(ValueError, match="difficulty must be one of"):
+        mgrpo_envs.make(env_id, difficulty="impossible")
+    with pytest.raises(ValueError, match="budget main_turns must be a positive int, got 0"):
+        mgrpo_envs.make(env_id, main_turns=0)
+    with pytest.raises(ValueError, match="codec"):
+        mgrpo_envs.make(env_id, codec="xml")
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_step_after_end_and_non_str_action(env_id: str) -> None:
+    env = mgrpo_envs.make(env_id)
+    env.reset(seed=0)
+    with pytest.raises(TypeError, match="must be a str"):
+        env.step(42)
+    play_episode(env, lambda e: e.unwrapped.oracle_action(), 0)
+    with pytest.raises(ValueError, match=r"after the episode ended; call reset\(\)"):
+        env.unwrapped.step("answer[1]")
+
+
+def test_research_budgets_end_the_episode() -> None:
+    env = mgrpo_envs.make("research_v0", difficulty="easy", main_turns=3)
+    final = play_episode(env, lambda e: "I am thinking", 0)["final"]
+    assert final["main"]["outcome"]["end_reason"] == "main turn budget exhausted"
+    assert final["main"]["outcome"]["reward"] == 0.0
+    # a sub-agent that never returns is stopped by its budget and main is told
+    env = mgrpo_envs.make("research_v0", difficulty="easy", sub_turns=2)
+    env.reset(seed=0)
+    env.step("delegate[What is the birth year of Mara Quill?]")
+    env.step("search[Mara Quill]")
+    env.step("search[Mara]")
+    assert env.agent_selection == "main"
+    assert "stopped without a result (turn budget exhausted)" in env.observe("main")
+
+
+def test_context_budget_is_enforced_and_reported() -> None:
+    env = mgrpo_envs.make("research_v0", difficulty="easy", context_chars=1200)
+    env.reset(seed=0)
+    assert env.infos["main"]["context_budget"] == 1200
+    env.step("thinking " * 120 + "calculate[1+1]")
+    assert env.agents == [] or env.truncations["main"]
+    assert env.infos["main"]["outcome"]["end_reason"] == "main context budget exhausted"
+
+
+def test_observations_are_text_observations_with_dtype() -> None:
+    env = mgrpo_envs.make("research_v0")
+    env.reset(seed=0)
+    obs = env.observe("main")
+    assert isinstance(obs, str) and obs.dtype == np.dtype("<U")
+    assert env.observation_space("main").contains(obs)
+
+
+def test_seeds_give_different_worlds_and_same_seed_same_world() -> None:
+    env = mgrpo_envs.make("research_v0")
+    env.reset(seed=1)
+    q1 = env.observe("main")
+    env.reset(seed=2)
+    q2 = env.observe("main")
+    env.reset(seed=1)
+    assert env.observe("main") == q1 != q2
