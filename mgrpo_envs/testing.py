@@ -82,7 +82,9 @@ def _check_spaces(env: AECEnv) -> None:
         for get in (env.observation_space, env.action_space):
             space = get(agent)
             _require(space is get(agent), f"{get.__name__}({agent!r}) must return a cached object")
-            _require(isinstance(space, Text), f"{get.__name__}({agent!r}) must be Text, got {space}")
+            _require(
+                isinstance(space, Text), f"{get.__name__}({agent!r}) must be Text, got {space}"
+            )
 
 
 def _check_step_infos(env: AECEnv, agent: str, info: dict, seen: dict[str, int]) -> None:
@@ -117,8 +119,10 @@ def _check_final(env: AECEnv, final: dict[str, dict]) -> None:
             _require(rec["invocation"] == i, f"{role} call {i} has invocation {rec['invocation']}")
             _require(0.0 <= rec["expert"] <= 1.0, f"expert score {rec['expert']} outside [0, 1]")
         total_calls += len(calls)
-    _require(outcome["num_invocations"] == total_calls,
-             f"num_invocations {outcome['num_invocations']} but {total_calls} call records")
+    _require(
+        outcome["num_invocations"] == total_calls,
+        f"num_invocations {outcome['num_invocations']} but {total_calls} call records",
+    )
 
 
 def _play_checked(env: AECEnv, policy: Callable[[AECEnv], str], seed: int) -> dict[str, Any]:
@@ -131,8 +135,12 @@ def _play_checked(env: AECEnv, policy: Callable[[AECEnv], str], seed: int) -> di
     for agent in env.agent_iter(10_000):
         obs, reward, term, trunc, info = env.last()
         space = env.observation_space(agent)
-        _require(space.contains(obs), f"observation of {agent!r} is outside its space: {obs[:80]!r}")
-        _require(-1e-9 <= reward <= weights_max + 1e-9, f"reward {reward} of {agent} outside [0, 1]")
+        _require(
+            space.contains(obs), f"observation of {agent!r} is outside its space: {obs[:80]!r}"
+        )
+        _require(
+            -1e-9 <= reward <= weights_max + 1e-9, f"reward {reward} of {agent} outside [0, 1]"
+        )
         trace.append((agent, str(obs), float(reward), bool(term), bool(trunc)))
         if term or trunc:
             final[agent] = info
@@ -152,8 +160,11 @@ def _advance_to(env: AECEnv, agent: str, seed: int) -> bool:
     for _ in range(200):
         if env.agent_selection == agent:
             return True
-        if not env.agents or env.terminations[env.agent_selection] \
-                or env.truncations[env.agent_selection]:
+        if (
+            not env.agents
+            or env.terminations[env.agent_selection]
+            or env.truncations[env.agent_selection]
+        ):
             return False
         env.step(env.unwrapped.oracle_action())
     return False
@@ -172,16 +183,24 @@ def _check_bad_actions(env: AECEnv, seed: int) -> None:
                 raise ConformanceError(
                     f"step({bad[:40]!r}) by {agent} raised {type(err).__name__}: {err}"
                 ) from err
-            if env.agents and env.agent_selection == agent and not env.terminations[agent] \
-                    and not env.truncations[agent]:
+            if (
+                env.agents
+                and env.agent_selection == agent
+                and not env.terminations[agent]
+                and not env.truncations[agent]
+            ):
                 obs = str(env.observe(agent))
-                _require("error" in obs.lower(),
-                         f"bad action {bad[:40]!r} got no error message: {obs[:120]!r}")
+                _require(
+                    "error" in obs.lower(),
+                    f"bad action {bad[:40]!r} got no error message: {obs[:120]!r}",
+                )
                 _require(env.infos[agent]["turn"] == turn + 1, "a bad action must count as a turn")
                 _require(set(obs) <= set(CHARSET), "observation left the charset")
 
 
-def check_tool_env(env_fn: Callable[[], AECEnv], *, episodes: int = 4, seed: int = 0) -> dict[str, Any]:
+def check_tool_env(
+    env_fn: Callable[[], AECEnv], *, episodes: int = 4, seed: int = 0
+) -> dict[str, Any]:
     """Runs the conformance checks on envs built by ``env_fn``.
 
     Args:

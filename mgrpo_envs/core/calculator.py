@@ -97,9 +97,16 @@ def _fmt_limit(value: float) -> str:
     return f"{value:g}"
 
 
+def _fmt_value(value: Number) -> str:
+    """Writes a value for an error message, exactly where that stays short."""
+    if isinstance(value, int):
+        text = str(value)
+        return text if len(text) <= 24 else f"{value:.6g}"
+    return f"{value:.10g}"
+
+
 def _fmt_operand(value: Number) -> str:
-    text = format_number(value)
-    text = text if len(text) <= 24 else f"{value:.6g}"
+    text = _fmt_value(value)
     return f"({text})" if value < 0 else text
 
 
@@ -125,7 +132,8 @@ class _Evaluator:
             raise CalculatorError(f"refused: number too large (exceeds {_fmt_limit(self.max_abs)})")
         if abs(value) > self.max_abs:
             raise CalculatorError(
-                f"refused: intermediate result {value:.6g} exceeds {_fmt_limit(self.max_abs)}"
+                f"refused: intermediate result {_fmt_value(value)} exceeds the limit of "
+                f"{_fmt_limit(self.max_abs)} in magnitude"
             )
         return value
 

@@ -160,7 +160,7 @@ def describe_call(codec: ActionCodec | str, name: str, arg_names: Sequence[str])
         return _compact_text(name, placeholders)
     if kind == "json":
         return _json_text(name, zip(arg_names, placeholders, strict=True))
-    raise ValueError(f"unknown codec {kind!r}: expected one of {', '.join(CODEC_NAMES)}")
+    raise ValueError(f"unknown codec {kind!r}: expected one of {', '.join(map(repr, CODEC_NAMES))}")
 
 
 def _normalize_tools(tools: Mapping[str, Sequence[str]]) -> dict[str, tuple[str, ...]]:

@@ -97,7 +97,11 @@ class HierarchicalToolEnv(AECEnv):
         render_mode: None or ``"ansi"`` (``render()`` returns the transcript).
     """
 
-    metadata = {"render_modes": ["ansi"], "name": "hierarchical_tool_v0", "is_parallelizable": False}
+    metadata = {
+        "render_modes": ["ansi"],
+        "name": "hierarchical_tool_v0",
+        "is_parallelizable": False,
+    }
 
     def __init__(
         self,
@@ -204,7 +208,9 @@ class HierarchicalToolEnv(AECEnv):
         self._observations: dict[str, TextObservation] = {}
         self._new_call = {a: False for a in self.agents}
         for role in self.task.roles:
-            self._observations[role] = sanitize("(idle: no subtask yet)", self.max_observation_chars)
+            self._observations[role] = sanitize(
+                "(idle: no subtask yet)", self.max_observation_chars
+            )
         self._say(MAIN, self._main_intro(), new=True)
         self.agent_selection = MAIN
         self.infos = {a: self._info(a) for a in self.agents}
@@ -380,7 +386,8 @@ class HierarchicalToolEnv(AECEnv):
         self.rewards[MAIN] = main_reward(answered, self._main.r_format, self._r_correct, w)
         self._call_rewards = [self._score_call(c) for c in self._calls]
         for role in self.task.roles:
-            mine = [r for c, r in zip(self._calls, self._call_rewards) if c.role == role]
+            pairs = zip(self._calls, self._call_rewards, strict=True)
+            mine = [r for c, r in pairs if c.role == role]
             self.rewards[role] = float(np.mean(mine)) if mine else 0.0
         for a in self.agents:
             self.terminations[a] = not truncated
@@ -451,7 +458,7 @@ class HierarchicalToolEnv(AECEnv):
                 "turns": c.outputs,
                 "end_reason": c.end_reason,
             }
-            for c, r in zip(self._calls, self._call_rewards)
+            for c, r in zip(self._calls, self._call_rewards, strict=True)
             if c.role == agent
         ]
         return {"calls": calls}
@@ -511,8 +518,9 @@ class HierarchicalToolEnv(AECEnv):
         words = set(self.task.vocabulary())
         sample = self.task.sample(np.random.default_rng(0))
         sub_help = [
-            tool_help(make_codec(self.codec_name, ToolRegistry(sample.tools(r)).schemas),
-                      sample.tools(r))
+            tool_help(
+                make_codec(self.codec_name, ToolRegistry(sample.tools(r)).schemas), sample.tools(r)
+            )
             for r in self.task.roles
         ]
         for text in (

@@ -43,7 +43,9 @@ class RewardWeights:
         for name in ("a1", "a2", "b1", "b2", "b3"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"reward weight {name} must be a finite number >= 0, got {value!r}")
+                raise ValueError(
+                    f"reward weight {name} must be a finite number >= 0, got {value!r}"
+                )
 
 
 def normalize_answer(text: str) -> str:

@@ -49,9 +49,7 @@ def sanitize(text: str, max_length: int) -> TextObservation:
     if len(text) > max_length:
         text = text[: max_length - len(_TRUNCATION_MARK)] + _TRUNCATION_MARK
     if not _CHARSET_SET.issuperset(text):
-        text = "".join(
-            c if c in _CHARSET_SET else ("\n" if c == "\r" else "?") for c in text
-        )
+        text = "".join(c if c in _CHARSET_SET else ("\n" if c == "\r" else "?") for c in text)
     return TextObservation(text)
 
 

@@ -122,12 +122,36 @@ TYPE_NOUN = {"film": "the film", "studio": "the studio", "person": "", "city": "
 YEAR_RELATIONS = ("release_year", "founding_year", "birth_year")
 
 DIFFICULTIES: dict[str, dict] = {
-    "easy": dict(hops=(1, 2), distractors=1, corpus_size=12, arithmetic=False,
-                 main_turns=8, sub_turns=6, episode_turns=40, context_chars=6000),
-    "medium": dict(hops=(2, 3), distractors=2, corpus_size=24, arithmetic=True,
-                   main_turns=10, sub_turns=6, episode_turns=60, context_chars=8000),
-    "hard": dict(hops=(3, 4), distractors=3, corpus_size=40, arithmetic=True,
-                 main_turns=12, sub_turns=8, episode_turns=90, context_chars=10000),
+    "easy": dict(
+        hops=(1, 2),
+        distractors=1,
+        corpus_size=12,
+        arithmetic=False,
+        main_turns=8,
+        sub_turns=6,
+        episode_turns=40,
+        context_chars=6000,
+    ),
+    "medium": dict(
+        hops=(2, 3),
+        distractors=2,
+        corpus_size=24,
+        arithmetic=True,
+        main_turns=10,
+        sub_turns=6,
+        episode_turns=60,
+        context_chars=8000,
+    ),
+    "hard": dict(
+        hops=(3, 4),
+        distractors=3,
+        corpus_size=40,
+        arithmetic=True,
+        main_turns=12,
+        sub_turns=8,
+        episode_turns=90,
+        context_chars=10000,
+    ),
 }
 SEARCH_TOP_K = 5
 SNIPPET_CHARS = 70
@@ -197,7 +221,9 @@ class World:
             for t in terms:
                 f = tf.get(t, 0)
                 if f:
-                    score += self._idf[t] * f * 2.2 / (f + 1.2 * (0.25 + 0.75 * length / self._avg_len))
+                    score += (
+                        self._idf[t] * f * 2.2 / (f + 1.2 * (0.25 + 0.75 * length / self._avg_len))
+                    )
             if " ".join(_TOKEN.findall(self.docs[doc_id][0].lower())) == q_norm:
                 score += 100.0
             if score > 0:
@@ -276,8 +302,11 @@ class WorldBuilder:
 
     def _value(self, e: Entity, rel: str, obj: str | None) -> str:
         if obj is None:
-            lo, hi = {"release_year": (1950, 2020), "founding_year": (1900, 1990),
-                      "birth_year": (1920, 1995)}[rel]
+            lo, hi = {
+                "release_year": (1950, 2020),
+                "founding_year": (1900, 1990),
+                "birth_year": (1920, 1995),
+            }[rel]
             return str(int(self.rng.integers(lo, hi + 1)))
         if obj == "country":
             return self._pick(COUNTRIES)
@@ -292,8 +321,9 @@ class WorldBuilder:
 class ResearchEpisode(Episode):
     """One world and one question over it."""
 
-    def __init__(self, world: World, question: str, gold: str, facts: list[Fact],
-                 calculation: str | None) -> None:
+    def __init__(
+        self, world: World, question: str, gold: str, facts: list[Fact], calculation: str | None
+    ) -> None:
         self.world = world
         self.question = question
         self.gold = gold
@@ -304,8 +334,9 @@ class ResearchEpisode(Episode):
         if role != "searcher":
             raise ValueError(f"research_v0 has the role 'searcher', got {role!r}")
         return [
-            Tool("search", ("query",), "find documents; returns ids, titles, snippets",
-                 self._search),
+            Tool(
+                "search", ("query",), "find documents; returns ids, titles, snippets", self._search
+            ),
             Tool("visit", ("doc_id",), "read one document by its id", self._visit),
         ]
 
@@ -336,12 +367,20 @@ class ResearchEpisode(Episode):
         subject = fact_subject(fact)
         target = self.world.doc_of[subject]
         for ev in history:
-            if ev.ok and ev.call is not None and ev.call.name == "visit" \
-                    and ev.call.args["doc_id"].strip().lower() == target:
+            if (
+                ev.ok
+                and ev.call is not None
+                and ev.call.name == "visit"
+                and ev.call.args["doc_id"].strip().lower() == target
+            ):
                 return ToolCall.make("return", result=fact.answer)
         for ev in history:
-            if ev.ok and ev.call is not None and ev.call.name == "search" \
-                    and re.search(rf"^{target} ", ev.output, re.MULTILINE):
+            if (
+                ev.ok
+                and ev.call is not None
+                and ev.call.name == "search"
+                and re.search(rf"^{target} ", ev.output, re.MULTILINE)
+            ):
                 return ToolCall.make("visit", doc_id=target)
         return ToolCall.make("search", query=subject)
 
@@ -382,8 +421,9 @@ class ResearchTask(Task):
     roles = ("searcher",)
     role_descriptions = {"searcher": "finds one fact in the documents"}
 
-    def __init__(self, hops: tuple[int, int], distractors: int, corpus_size: int,
-                 arithmetic: bool) -> None:
+    def __init__(
+        self, hops: tuple[int, int], distractors: int, corpus_size: int, arithmetic: bool
+    ) -> None:
         lo, hi = hops
         if not (1 <= lo <= hi <= 4):
             raise ValueError(f"hops must be a range within 1..4 like (2, 3), got {hops!r}")
@@ -414,8 +454,9 @@ class ResearchTask(Task):
         b.link()
         return ResearchEpisode(World(b.entities, rng), question, gold, facts, calc)
 
-    def _pick_chain(self, b: WorldBuilder, rng: np.random.Generator, length: int,
-                    year_only: bool) -> tuple[tuple[str, ...], Entity]:
+    def _pick_chain(
+        self, b: WorldBuilder, rng: np.random.Generator, length: int, year_only: bool
+    ) -> tuple[tuple[str, ...], Entity]:
         options = []
         for kind in ("film", "studio", "person", "city"):
             for path in relation_paths(kind, length):
@@ -435,7 +476,13 @@ class ResearchTask(Task):
         for rel in path:
             noun = RELATIONS[rel][2]
             value = node.attrs[rel]
-            facts.append(Fact("searcher", f"What is the {noun} of {subject_phrase(node.kind, node.name)}?", value))
+            facts.append(
+                Fact(
+                    "searcher",
+                    f"What is the {noun} of {subject_phrase(node.kind, node.name)}?",
+                    value,
+                )
+            )
             phrase = f"the {noun} of {phrase}"
             if RELATIONS[rel][1] in TYPE_NOUN:
                 node = b.by_name(value)
@@ -456,8 +503,15 @@ class ResearchTask(Task):
         return question, str(hi - lo), facts_a + facts_b, f"{hi}-{lo}", used_a + used_b
 
     def vocabulary(self) -> list[str]:
-        words = set(FIRST_NAMES + LAST_NAMES + TITLE_FIRST + TITLE_SECOND + STUDIO_FIRST
-                    + STUDIO_SECOND + COUNTRIES)
+        words = set(
+            FIRST_NAMES
+            + LAST_NAMES
+            + TITLE_FIRST
+            + TITLE_SECOND
+            + STUDIO_FIRST
+            + STUDIO_SECOND
+            + COUNTRIES
+        )
         for city in CITY_NAMES:
             words.update(city.split())
         for _, _, noun in RELATIONS.values():
@@ -476,28 +530,56 @@ class ResearchEnv(HierarchicalToolEnv):
 
     metadata = {"render_modes": ["ansi"], "name": "research_v0", "is_parallelizable": False}
 
-    def __init__(self, *, difficulty: str = "medium", hops: tuple[int, int] | None = None,
-                 distractors: int | None = None, corpus_size: int | None = None,
-                 arithmetic: bool | None = None, main_turns: int | None = None,
-                 sub_turns: int | None = None, episode_turns: int | None = None,
-                 context_chars: int | None = None, codec: str = "compact",
-                 reward_weights: RewardWeights | None = None,
-                 max_observation_chars: int = 2048, render_mode: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        difficulty: str = "medium",
+        hops: tuple[int, int] | None = None,
+        distractors: int | None = None,
+        corpus_size: int | None = None,
+        arithmetic: bool | None = None,
+        main_turns: int | None = None,
+        sub_turns: int | None = None,
+        episode_turns: int | None = None,
+        context_chars: int | None = None,
+        codec: str = "compact",
+        reward_weights: RewardWeights | None = None,
+        max_observation_chars: int = 2048,
+        render_mode: str | None = None,
+    ) -> None:
         if difficulty not in DIFFICULTIES:
             raise ValueError(
                 f"difficulty must be one of {sorted(DIFFICULTIES)}, got {difficulty!r}"
             )
-        given = dict(hops=hops, distractors=distractors, corpus_size=corpus_size,
-                     arithmetic=arithmetic, main_turns=main_turns, sub_turns=sub_turns,
-                     episode_turns=episode_turns, context_chars=context_chars)
+        given = dict(
+            hops=hops,
+            distractors=distractors,
+            corpus_size=corpus_size,
+            arithmetic=arithmetic,
+            main_turns=main_turns,
+            sub_turns=sub_turns,
+            episode_turns=episode_turns,
+            context_chars=context_chars,
+        )
         knobs = {**DIFFICULTIES[difficulty], **{k: v for k, v in given.items() if v is not None}}
         self.difficulty = difficulty
-        task = ResearchTask(tuple(knobs["hops"]), knobs["distractors"], knobs["corpus_size"],
-                            bool(knobs["arithmetic"]))
-        budgets = Budgets(knobs["main_turns"], knobs["sub_turns"], knobs["episode_turns"],
-                          knobs["context_chars"])
-        super().__init__(task, codec=codec, budgets=budgets, reward_weights=reward_weights,
-                         max_observation_chars=max_observation_chars, render_mode=render_mode)
+        task = ResearchTask(
+            tuple(knobs["hops"]),
+            knobs["distractors"],
+            knobs["corpus_size"],
+            bool(knobs["arithmetic"]),
+        )
+        budgets = Budgets(
+            knobs["main_turns"], knobs["sub_turns"], knobs["episode_turns"], knobs["context_chars"]
+        )
+        super().__init__(
+            task,
+            codec=codec,
+            budgets=budgets,
+            reward_weights=reward_weights,
+            max_observation_chars=max_observation_chars,
+            render_mode=render_mode,
+        )
 
 
 __all__ = ["env", "raw_env", "ResearchEnv", "ResearchTask", "answers_match"]

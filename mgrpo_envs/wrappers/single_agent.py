@@ -38,16 +38,24 @@ class SingleAgentToolEnv(gymnasium.Env):
 
     metadata = {"render_modes": ["ansi"]}
 
-    def __init__(self, env_id: str = "research_v0", *, max_turns: int | None = None,
-                 context_chars: int | None = None, render_mode: str | None = None,
-                 **env_kwargs: Any) -> None:
+    def __init__(
+        self,
+        env_id: str = "research_v0",
+        *,
+        max_turns: int | None = None,
+        context_chars: int | None = None,
+        render_mode: str | None = None,
+        **env_kwargs: Any,
+    ) -> None:
         self.hier: HierarchicalToolEnv = env_class(env_id)(**env_kwargs)
         if render_mode not in (None, "ansi"):
             raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
         self.render_mode = render_mode
         budgets = self.hier.budgets
         self.max_turns = max_turns if max_turns is not None else budgets.episode_turns
-        self.context_chars = context_chars if context_chars is not None else 3 * budgets.context_chars
+        self.context_chars = (
+            context_chars if context_chars is not None else 3 * budgets.context_chars
+        )
         for name in ("max_turns", "context_chars"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -132,8 +140,9 @@ class SingleAgentToolEnv(gymnasium.Env):
         self._conv.end_reason = reason
         answered = self._answer is not None
         self._correct = bool(answered and ep.check(self._answer, ep.gold))
-        reward = main_reward(answered, self._conv.r_format, float(self._correct),
-                             self.hier.reward_weights)
+        reward = main_reward(
+            answered, self._conv.r_format, float(self._correct), self.hier.reward_weights
+        )
         self._reward = reward
         if obs is None:
             obs = self._observe(f"episode over: {reason}")
@@ -171,8 +180,11 @@ class SingleAgentToolEnv(gymnasium.Env):
             call = ep.sub_oracle(fact.role, fact, self._conv.events)
             if call.name != "return":
                 return self._codec.format(call)
-        computed = [e.output for e in self._conv.events
-                    if e.ok and e.call is not None and e.call.name == "calculate"]
+        computed = [
+            e.output
+            for e in self._conv.events
+            if e.ok and e.call is not None and e.call.name == "calculate"
+        ]
         if ep.calculation and not any(ep.check(c, ep.gold) for c in computed):
             return self._codec.format(ToolCall.make("calculate", expression=ep.calculation))
         return self._codec.format(ToolCall.make("answer", text=ep.gold))
@@ -185,4 +197,3 @@ class SingleAgentToolEnv(gymnasium.Env):
         if self.render_mode != "ansi":
             return None
         return "\n".join(f"[{who}] {text}" for who, text in self._transcript)
-

@@ -1,0 +1,66 @@
+"""Reporting: success rates with confidence intervals, machine info, a JSON result line."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import statistics
+from typing import Any
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a success rate (95% by default).
+
+    Args:
+        successes: Number of successes.
+        n: Number of trials (> 0).
+        z: Normal quantile (1.96 for 95%).
+
+    Returns:
+        (low, high), both within [0, 1].
+    """
+    if n <= 0:
+        raise ValueError(f"n must be > 0, got {n}")
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be within 0..{n}, got {successes}")
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def format_rate(successes: int, n: int) -> str:
+    """``"0.420 [0.352, 0.491] (n=200)"``: a success rate with its 95% interval."""
+    lo, hi = wilson_interval(successes, n)
+    return f"{successes / n:.3f} [{lo:.3f}, {hi:.3f}] (n={n})"
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        pass
+    return info
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def emit(result: dict[str, Any]) -> None:
+    """Prints the result as the script's last line: one JSON object."""
+    print(json.dumps({**result, "machine": machine()}, sort_keys=True))
