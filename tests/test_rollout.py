@@ -1,0 +1,136 @@
+"""The batched rollout engine over AEC envs and the SFT warm start, with tiny models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import mgrpo_envs
+from mgrpo_algos.policies import HFPolicy
+from mgrpo_algos.rollout import RolloutConfig, RolloutEngine, SingleAgentAEC
+from mgrpo_algos.sft import SFTConfig, collect_demonstrations, expert_script, train_sft
+
+
+def env_fn():
+    # short budgets keep random-policy episodes (and their contexts) small
+    return mgrpo_envs.make("research_v0", difficulty="easy", main_turns=4, sub_turns=3)
+
+
+@pytest.fixture(scope="module")
+def policy() -> HFPolicy:
+    return HFPolicy.tiny(env_fn(), size="micro", seed=0)
+
+
+class CountingPolicy:
+    """Forwards to a policy and counts generate calls and their batch sizes."""
+
+    def __init__(self, inner: HFPolicy) -> None:
+        self.inner, self.batches = inner, []
+
+    def generate(self, prompts, **kw):
+        self.batches.append(len(prompts))
+        return self.inner.generate(prompts, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_scripted_expert_rollouts_record_every_call(policy: HFPolicy) -> None:
+    scripts = {"main": expert_script, "searcher": expert_script}
+    engine = RolloutEngine(env_fn, {"main": policy, "searcher": policy}, scripts=scripts)
+    res = engine.collect([0, 1, 2], group_size=2)
+    assert res.success_rate == 1.0 and len(res.episodes) == 6
+    for ep in res.episodes:
+        mine = [
+            t
+            for t in res.trajectories
+            if (t.group_id, t.rollout_id) == (ep.group_id, ep.rollout_id)
+        ]
+        assert sum(t.agent == "main" for t in mine) == 1
+        assert [t.invocation for t in mine if t.agent == "searcher"] == list(
+            range(ep.num_invocations)
+        )
+    sub = next(t for t in res.trajectories if t.agent == "searcher")
+    acted = policy.decode(sub.input_ids[sub.action_mask.astype(bool)].tolist())
+    assert acted.startswith("search[") and "return[" in acted
+    # the expert earns the maximum reward on every call
+    assert all(t.reward == pytest.approx(1.0) for t in res.trajectories)
+
+
+def test_sampling_logprobs_match_recomputed_multi_turn_logprobs(policy: HFPolicy) -> None:
+    engine = RolloutEngine(
+        env_fn, {"main": policy, "searcher": policy}, RolloutConfig(max_new_tokens=12)
+    )
+    res = engine.collect([0, 1], group_size=2, generator=torch.Generator().manual_seed(0))
+    assert res.generated_tokens > 0
+    multi = [t for t in res.trajectories if t.num_turns >= 2]
+    assert multi, "expected some calls of several turns"
+    for t in multi[:4]:
+        ids = torch.as_tensor(t.input_ids)[None]
+        with torch.no_grad():
+            lp = policy.logprobs(ids, torch.ones_like(ids))[0].numpy()  # (T-1,)
+        on = t.action_mask[1:].astype(bool)
+        np.testing.assert_allclose(lp[on], t.old_logprobs[1:][on], atol=1e-4)
+
+
+def test_roles_sharing_a_policy_are_batched_together(policy: HFPolicy) -> None:
+    shared = CountingPolicy(policy)
+    engine = RolloutEngine(
+        env_fn, {"main": shared, "searcher": shared}, RolloutConfig(max_new_tokens=4)
+    )
+    engine.collect([0, 1, 2, 3], group_size=2, generator=torch.Generator().manual_seed(1))
+    # first tick: all 8 episodes wait on main, gathered into one call
+    assert shared.batches[0] == 8
+    separate = {"main": CountingPolicy(policy), "searcher": CountingPolicy(policy)}
+    engine = RolloutEngine(env_fn, separate, RolloutConfig(max_new_tokens=4))
+    engine.collect([0, 1], group_size=2, generator=torch.Generator().manual_seed(1))
+    assert separate["main"].batches[0] == 4
+
+
+def test_collection_is_reproducible_under_a_seed(policy: HFPolicy) -> None:
+    def run():
+        engine = RolloutEngine(
+            env_fn, {"main": policy, "searcher": policy}, RolloutConfig(max_new_tokens=8)
+        )
+        res = engine.collect([5], group_size=3, generator=torch.Generator().manual_seed(7))
+        return [t.input_ids.tolist() for t in res.trajectories]
+
+    assert run() == run()
+
+
+def test_contexts_that_outgrow_the_model_end_the_call_not_the_run() -> None:
+    small = HFPolicy.tiny(env_fn(), size="micro", seed=0, max_positions=200)
+    engine = RolloutEngine(
+        env_fn, {"main": small, "searcher": small}, RolloutConfig(max_new_tokens=16)
+    )
+    res = engine.collect([0, 1], group_size=2, generator=torch.Generator().manual_seed(0))
+    assert len(res.episodes) == 4
+    assert any(t.truncated for t in res.trajectories)
+    assert all(t.num_tokens <= 200 for t in res.trajectories)
+
+
+def test_single_agent_view_runs_through_the_engine(policy: HFPolicy) -> None:
+    import gymnasium
+
+    def fn():
+        return SingleAgentAEC(gymnasium.make("mgrpo_envs/Research-v0", difficulty="easy"))
+
+    engine = RolloutEngine(fn, {"main": policy}, scripts={"main": expert_script})
+    res = engine.collect([0, 1, 2], group_size=1)
+    assert res.success_rate == 1.0 and all(t.agent == "main" for t in res.trajectories)
+
+
+def test_missing_policy_is_named() -> None:
+    with pytest.raises(ValueError, match=r"no policy for role\(s\) \['searcher'\]"):
+        RolloutEngine(env_fn, {"main": HFPolicy.tiny(env_fn(), size="micro")})
+
+
+def test_sft_lowers_the_loss_on_the_agents_own_tokens(policy: HFPolicy) -> None:
+    fresh = HFPolicy.tiny(env_fn(), size="micro", seed=1)
+    demos = collect_demonstrations(env_fn, {"main": fresh, "searcher": fresh}, episodes=8)
+    losses = train_sft(
+        fresh, demos, SFTConfig(epochs=10, lr=3e-3, max_batch_tokens=4096), progress=False
+    )
+    assert np.isfinite(losses).all()
+    assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3])
