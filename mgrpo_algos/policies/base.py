@@ -145,9 +145,7 @@ class Policy(Protocol):
         """Token ids of a conversation rendered with the chat template."""
         ...
 
-    def encode_message(
-        self, message: Message, *, add_generation_prompt: bool = True
-    ) -> list[int]:
+    def encode_message(self, message: Message, *, add_generation_prompt: bool = True) -> list[int]:
         """Token ids to append after an assistant turn that ended on a stop token.
 
         ``prompt + completion + encode_message(m)`` continues a conversation with

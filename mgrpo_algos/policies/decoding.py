@@ -107,25 +107,26 @@ def decode_loop(
         token, logp = sample_next(logits, *sampling, generator=generator)  # (B',), (B',)
         tokens[live, step] = token
         logps[live, step] = logp
-        if step + 1 == max_new_tokens:
-            break
+        remaining = len(live)
         if stop_ids:
             hit = torch.isin(token, stop_tensor) & alive  # (B',)
             lengths[live[hit]] = step + 1
             stopped[live[hit]] = True
             alive &= ~hit
-            remaining = int(alive.sum())
-            if remaining == 0:
-                break
-            if remaining <= len(live) // 2:
-                keep = alive.nonzero().squeeze(-1)
-                live, alive, token, positions = live[keep], alive[keep], token[keep], positions[keep]
-                decoder.select(keep)
+            remaining = int(alive.sum())  # the one host sync per step
+        if remaining == 0 or step + 1 == max_new_tokens:
+            break
+        if remaining <= len(live) // 2:
+            keep = alive.nonzero().squeeze(-1)
+            live, alive = live[keep], alive[keep]
+            token, positions = token[keep], positions[keep]
+            decoder.select(keep)
         logits = decoder.step(token, positions)
         positions = positions + 1
     # Rows that stopped but were not yet dropped kept sampling: blank their tail.
     beyond = torch.arange(max_new_tokens, device=device)[None, :] >= lengths[:, None]  # (B, N)
-    return Decoded(tokens.masked_fill(beyond, pad_id), logps.masked_fill(beyond, 0.0), lengths, stopped)
+    tokens, logps = tokens.masked_fill(beyond, pad_id), logps.masked_fill(beyond, 0.0)
+    return Decoded(tokens, logps, lengths, stopped)
 
 
 class TransformersDecoder:
@@ -200,6 +201,10 @@ class LlamaStaticDecoder:
         self.eps = float(config.rms_norm_eps)
         self.max_new_tokens = max_new_tokens
         self.scale = float(getattr(self.layers[0].self_attn, "scaling", self.head_dim**-0.5))
+        # One (q, k, v) projection per layer: one matmul instead of three, and one
+        # rotary pass over q and k together. Rebuilt per decoder, so it always
+        # reflects the current weights.
+        self.qkv = [_fused_qkv(layer.self_attn) for layer in self.layers]
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
         self.key_mask = torch.empty(0, dtype=torch.bool)
@@ -232,12 +237,13 @@ class LlamaStaticDecoder:
         self, index: int, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
         """Self-attention of layer ``index`` for ``x`` (B, T, H); writes the cache."""
-        attn = self.layers[index].self_attn
         size, length, _ = x.shape
-        q = _linear(x, attn.q_proj).view(size, length, self.num_heads, self.head_dim).transpose(1, 2)
-        k = _linear(x, attn.k_proj).view(size, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        v = _linear(x, attn.v_proj).view(size, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+        heads, kv_heads = self.num_heads, self.num_kv_heads
+        qkv = F.linear(x, *self.qkv[index]).view(size, length, heads + 2 * kv_heads, -1)
+        qk = _rotate(qkv[:, :, : heads + kv_heads], cos, sin)  # (B, T, heads + kv, head_dim)
+        q = qk[:, :, :heads].transpose(1, 2)  # (B, heads, T, head_dim)
+        k = qk[:, :, heads:].transpose(1, 2)  # (B, kv_heads, T, head_dim)
+        v = qkv[:, :, heads + kv_heads :].transpose(1, 2)
         start = self.length - length
         self.keys[index][:, :, start : self.length] = k
         self.values[index][:, :, start : self.length] = v
@@ -249,12 +255,16 @@ class LlamaStaticDecoder:
             scale=self.scale,
             enable_gqa=self.num_kv_heads != self.num_heads,
         )  # (B, heads, T, head_dim)
-        return _linear(out.transpose(1, 2).reshape(size, length, -1), attn.o_proj)
+        return _linear(
+            out.transpose(1, 2).reshape(size, length, -1), self.layers[index].self_attn.o_proj
+        )
 
-    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _forward(
+        self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
         hidden = self.model.model.embed_tokens(ids)  # (B, T, H)
         cos, sin = self.model.model.rotary_emb(hidden, positions)  # (B, T, head_dim)
-        cos, sin = cos[:, None], sin[:, None]
+        cos, sin = cos[:, :, None], sin[:, :, None]  # (B, T, 1, head_dim)
         for index, layer in enumerate(self.layers):
             normed = self._norm(hidden, layer.input_layernorm.weight)
             hidden = hidden + self._attention(index, normed, cos, sin, mask)
@@ -272,7 +282,7 @@ class LlamaStaticDecoder:
         shape = (size, self.num_kv_heads, width + self.max_new_tokens, self.head_dim)
         self.keys = [torch.empty(shape, dtype=param.dtype, device=device) for _ in self.layers]
         self.values = [torch.empty(shape, dtype=param.dtype, device=device) for _ in self.layers]
-        self.key_mask = torch.ones(size, width + self.max_new_tokens, dtype=torch.bool, device=device)
+        self.key_mask = torch.ones(shape[0], shape[2], dtype=torch.bool, device=device)
         self.key_mask[:, :width] = batch.mask.bool()
         self.length = width
         causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
@@ -298,8 +308,20 @@ def _linear(x: torch.Tensor, layer: torch.nn.Linear) -> torch.Tensor:
     return F.linear(x, layer.weight, layer.bias)
 
 
+def _fused_qkv(attn: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Weight and bias of the q, k and v projections stacked along the output axis."""
+    projections = (attn.q_proj, attn.k_proj, attn.v_proj)
+    weight = torch.cat([p.weight for p in projections])
+    if all(p.bias is None for p in projections):
+        return weight, None
+    biases = [
+        p.bias if p.bias is not None else p.weight.new_zeros(p.out_features) for p in projections
+    ]
+    return weight, torch.cat(biases)
+
+
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding (rotate-half convention) of ``x`` (B, heads, T, head_dim)."""
+    """Rotary embedding (rotate-half convention) of ``x`` (B, T, heads, head_dim)."""
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos + rotated * sin

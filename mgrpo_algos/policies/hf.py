@@ -12,6 +12,7 @@ recomputes for training (see `mgrpo_algos.policies.base`).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from mgrpo_algos.policies.base import GenerationOutput, Message
 from mgrpo_algos.policies.decoding import Decoded, SamplingArgs, decode_loop, make_decoder
 from mgrpo_algos.policies.sampling import check_sampling_args, left_pad
+from mgrpo_algos.policies.smollm import smollm2_gguf_path
+from mgrpo_algos.policies.tiny import SizeName, build_model, build_tokenizer
 
 _SENTINEL = "\u2063mgrpo-previous-reply\u2063"
 _NEW_DTYPE_KWARG = Version(transformers.__version__) >= Version("4.56")
@@ -35,6 +38,7 @@ class HFPolicy:
     Args:
         model: Any ``*ForCausalLM`` model.
         tokenizer: Its tokenizer; must have a chat template for `encode_chat`.
+            Its ``padding_side`` is set to ``"left"``.
         stop_ids: Tokens that end a completion by default. ``None`` takes the
             tokenizer's EOS and the model's ``generation_config.eos_token_id``.
         fast_decode: Decode Llama-architecture models with the static-cache
@@ -58,9 +62,14 @@ class HFPolicy:
         self.model = model
         self.tokenizer = tokenizer
         self.tokenizer.padding_side = "left"
-        self._stop_ids = tuple(stop_ids) if stop_ids is not None else _default_stop_ids(model, tokenizer)
+        if stop_ids is None:
+            stop_ids = _default_stop_ids(model, tokenizer)
+        self._stop_ids = tuple(int(token) for token in stop_ids)
         if not self._stop_ids:
-            raise ValueError("no stop token: pass stop_ids=[...] or use a tokenizer with an EOS token")
+            raise ValueError(
+                "expected at least one stop token; got none: pass stop_ids=[...] or use a "
+                "tokenizer with an EOS token"
+            )
         self.fast_decode = fast_decode
 
     # ------------------------------------------------------------------ constructors
@@ -80,7 +89,8 @@ class HFPolicy:
             name_or_path: A local directory, a hub id (when online), or the path
                 of a ``.gguf`` file (then ``gguf_file`` may be left out).
             gguf_file: File name of a GGUF checkpoint inside ``name_or_path``;
-                needs the ``gguf`` package. Quantised weights are dequantised.
+                needs the ``gguf`` package. Quantised weights are dequantised to
+                ``dtype`` by transformers' GGUF reader (no ``accelerate`` needed).
             dtype: Parameter dtype.
             device: Where to put the model.
 
@@ -91,23 +101,32 @@ class HFPolicy:
         if gguf_file is None and name_or_path.endswith(".gguf"):
             path = Path(name_or_path)
             name_or_path, gguf_file = str(path.parent), path.name
-        extra = {} if gguf_file is None else {"gguf_file": str(gguf_file)}
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, **extra)
-        dtype_kwarg = "dtype" if _NEW_DTYPE_KWARG else "torch_dtype"
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, **extra, **{dtype_kwarg: dtype})
+        if gguf_file is not None:
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path, gguf_file=str(gguf_file))
+            model = _load_gguf_model(Path(name_or_path) / gguf_file, dtype)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+            dtype_kwarg = "dtype" if _NEW_DTYPE_KWARG else "torch_dtype"
+            model = AutoModelForCausalLM.from_pretrained(name_or_path, **{dtype_kwarg: dtype})
         return cls(model.to(device).eval(), tokenizer)
 
     @classmethod
-    def load(cls, path: str | Path) -> HFPolicy:
-        """Read a policy written by `save` (float32, CPU)."""
-        return cls.from_pretrained(path)
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+    ) -> HFPolicy:
+        """Read a policy written by `save`; the same as `from_pretrained` on its directory."""
+        return cls.from_pretrained(path, dtype=dtype, device=device)
 
     @classmethod
     def tiny(
         cls,
         vocabulary: Any,
         *,
-        size: str = "small",
+        size: SizeName = "small",
         seed: int = 0,
         max_positions: int = 2048,
     ) -> HFPolicy:
@@ -126,10 +145,8 @@ class HFPolicy:
         Returns:
             The policy on CPU in float32; ``<|end|>`` is its stop token.
         """
-        from mgrpo_algos.policies.tiny import build_model, build_tokenizer
-
         tokenizer = build_tokenizer(vocabulary)
-        model = build_model(tokenizer, size=size, seed=seed, max_positions=max_positions)  # type: ignore[arg-type]
+        model = build_model(tokenizer, size=size, seed=seed, max_positions=max_positions)
         return cls(model, tokenizer)
 
     @classmethod
@@ -142,8 +159,6 @@ class HFPolicy:
             FileNotFoundError: If the package is not installed; the message gives
                 the pip command.
         """
-        from mgrpo_algos.policies.smollm import smollm2_gguf_path
-
         return cls.from_pretrained(smollm2_gguf_path(), dtype=dtype, device=device)
 
     def save(self, path: str | Path) -> None:
@@ -156,6 +171,13 @@ class HFPolicy:
         self.model.generation_config.eos_token_id = list(self._stop_ids)
         self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
+
+    def __repr__(self) -> str:
+        params = sum(p.numel() for p in self.parameters())
+        return (
+            f"{type(self).__name__}(model={type(self.model).__name__}, parameters={params}, "
+            f"vocab_size={self.vocab_size}, stop_ids={self._stop_ids}, device={self.device})"
+        )
 
     # ------------------------------------------------------------------ properties
 
@@ -225,9 +247,7 @@ class HFPolicy:
         """
         return self.encode(self.render_chat(messages, add_generation_prompt=add_generation_prompt))
 
-    def encode_message(
-        self, message: Message, *, add_generation_prompt: bool = True
-    ) -> list[int]:
+    def encode_message(self, message: Message, *, add_generation_prompt: bool = True) -> list[int]:
         """Token ids that continue a conversation after an assistant turn.
 
         The previous assistant completion is assumed to end with a stop token
@@ -287,9 +307,11 @@ class HFPolicy:
         ids = input_ids.to(self.device)
         mask = attention_mask.to(self.device).long()
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)
-        logits = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False
-        ).logits[:, :-1].float()  # (B, T-1, V)
+        logits = (
+            self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False)
+            .logits[:, :-1]
+            .float()
+        )  # (B, T-1, V)
         chosen = logits.gather(-1, ids[:, 1:, None]).squeeze(-1)  # (B, T-1)
         logp = chosen - torch.logsumexp(logits, dim=-1)
         return logp.masked_fill(mask[:, 1:] == 0, 0.0)
@@ -356,13 +378,43 @@ class HFPolicy:
     def _collect(self, decoded: Decoded) -> GenerationOutput:
         """Cut each row at its length and decode, with one device-to-host copy per tensor."""
         lengths = decoded.lengths.tolist()
-        ids = [row[:n] for row, n in zip(decoded.tokens.tolist(), lengths)]
+        ids = [row[:n] for row, n in zip(decoded.tokens.tolist(), lengths, strict=True)]
         return GenerationOutput(
             completion_ids=ids,
-            logprobs=[row[:n] for row, n in zip(decoded.logprobs.tolist(), lengths)],
+            logprobs=[row[:n] for row, n in zip(decoded.logprobs.tolist(), lengths, strict=True)],
             texts=self.tokenizer.batch_decode(ids, skip_special_tokens=True),
             finished=[bool(flag) for flag in decoded.stopped.tolist()],
         )
+
+
+def _load_gguf_model(path: Path, dtype: torch.dtype) -> Any:
+    """Build the model a GGUF file describes and fill it with its dequantised weights.
+
+    ``AutoModelForCausalLM.from_pretrained(gguf_file=...)`` needs ``accelerate``;
+    this does the same with transformers' GGUF reader and a plain state dict.
+    """
+    from transformers import AutoConfig
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    if not path.is_file():
+        raise FileNotFoundError(f"GGUF file not found: expected a file at {path}")
+    config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+    with torch.random.fork_rng(devices=[]):  # random init is overwritten; keep the global RNG
+        model = AutoModelForCausalLM.from_config(config).to(dtype)
+    extra = {}
+    if "torch_dtype" in inspect.signature(load_gguf_checkpoint).parameters:
+        extra["torch_dtype"] = dtype
+    tensors = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=model, **extra)
+    state = {name: tensor.to(dtype) for name, tensor in tensors["tensors"].items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
+    if set(missing) - tied or unexpected:
+        raise ValueError(
+            f"GGUF file {path} does not match its config: expected every parameter, got "
+            f"missing {sorted(set(missing) - tied)} and unexpected {sorted(unexpected)}"
+        )
+    model.tie_weights()
+    return model
 
 
 def _default_stop_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:

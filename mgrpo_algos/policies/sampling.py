@@ -44,7 +44,9 @@ def left_pad(
         raise ValueError("prompts must hold at least one prompt; got an empty sequence")
     lengths = [len(p) for p in prompts]
     if min(lengths) == 0:
-        raise ValueError(f"every prompt needs at least one token; prompt {lengths.index(0)} is empty")
+        raise ValueError(
+            f"expected at least one token in every prompt; prompt {lengths.index(0)} is empty"
+        )
     width = max(lengths)
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -86,7 +88,7 @@ def sample_next(
         temperature: > 0 scales the logits; 0 picks the argmax.
         top_p: Keep the smallest set of tokens whose probability reaches ``top_p``.
         top_k: Keep the ``top_k`` largest logits (0: all; 1: argmax).
-        generator: Random generator for the single ``torch.multinomial`` draw.
+        generator: Random generator of the one uniform draw per call.
 
     Returns:
         ``(B,)`` token ids and ``(B,)`` log-probs under ``log_softmax(logits)``.
@@ -96,10 +98,14 @@ def sample_next(
         token = logits.argmax(dim=-1)
     else:
         if temperature == 1.0 and top_k == 0 and top_p >= 1.0:
-            probs = logp_all.exp()
+            scores = logp_all
         else:
-            probs = torch.softmax(_truncate(logits / temperature, top_p, top_k), dim=-1)
-        token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+            scores = _truncate(logits / temperature, top_p, top_k)
+        # Gumbel-max trick: argmax(scores + Gumbel noise) is an exact draw from
+        # softmax(scores), with one uniform draw and no per-row CDF search; on CPU
+        # this is several times cheaper than torch.multinomial for small batches.
+        uniform = torch.rand(scores.shape, generator=generator, device=scores.device)
+        token = (scores - torch.log(-torch.log(uniform))).argmax(dim=-1)
     return token, logp_all.gather(-1, token[:, None]).squeeze(-1)
 
 

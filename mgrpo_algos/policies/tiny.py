@@ -27,7 +27,6 @@ output embeddings; see `TINY_SIZES` for the three sizes.
 
 from __future__ import annotations
 
-import string
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -70,6 +69,9 @@ CHAT_TEMPLATE = (
 _LETTER = "A-Za-z"
 
 
+SizeName = Literal["micro", "small", "base"]
+
+
 @dataclass(frozen=True)
 class TinySize:
     """Architecture of one tiny model size.
@@ -92,9 +94,7 @@ TINY_SIZES: dict[str, TinySize] = {
     "small": TinySize(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=768),
     "base": TinySize(hidden_size=384, num_layers=6, num_heads=6, intermediate_size=1024),
 }
-"""Sizes: micro ~1M, small ~3.5M, base ~10.6M parameters (plus ``hidden * vocab``)."""
-
-SizeName = Literal["micro", "small", "base"]
+"""Sizes: micro ~0.8M, small ~3.4M, base ~10.6M parameters (plus ``hidden * vocab``)."""
 
 
 def resolve_vocabulary(vocabulary: Any) -> list[str]:
