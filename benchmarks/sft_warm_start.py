@@ -1,6 +1,6 @@
 """SFT warm start: success of a tiny model trained on the scripted expert's demonstrations.
 
-A tiny policy (one model shared by every role) is trained by SFT on expert episodes
+Tiny policies (one per role, or one shared with ``--shared``) are trained by SFT on expert episodes
 of ``research_v0`` and evaluated on held-out seeds (disjoint from the demonstration
 seeds) by sampling at temperature 1, the setting RL starts from. Reported: success
 rate with its 95% Wilson interval, next to the scripted expert and the untrained
@@ -8,7 +8,7 @@ model on the same seeds, plus the SFT wall time.
 
     python benchmarks/sft_warm_start.py                 # medium, 200 eval episodes
     python benchmarks/sft_warm_start.py --quick         # under a minute, tiny numbers
-    python benchmarks/sft_warm_start.py --save runs/sft # also keep the trained model
+    python benchmarks/sft_warm_start.py --save runs/sft # also keep the trained models
 
 The last line of output is one JSON object with the figures and the machine.
 """
@@ -24,21 +24,29 @@ import mgrpo_envs
 from mgrpo_algos.metrics import emit, format_rate, wilson_interval
 from mgrpo_algos.policies import HFPolicy
 from mgrpo_algos.rollout import RolloutConfig, RolloutEngine
-from mgrpo_algos.sft import SFTConfig, collect_demonstrations, expert_script, train_sft
+from mgrpo_algos.sft import SFTConfig, expert_script, warm_start
 
 EVAL_SEED0 = 1_000_000  # evaluation seeds never overlap the demonstration seeds
 
 
-def evaluate(env_fn, policy, episodes: int, seed: int, scripted: bool = False) -> dict:
+def evaluate(env_fn, policies: dict, episodes: int, seed: int, scripted: bool = False) -> dict:
     roles = env_fn().possible_agents
     scripts = {r: expert_script for r in roles} if scripted else None
-    engine = RolloutEngine(env_fn, {r: policy for r in roles},
-                           RolloutConfig(max_new_tokens=40, temperature=1.0), scripts=scripts)
-    res = engine.collect(list(range(EVAL_SEED0, EVAL_SEED0 + episodes)), group_size=1,
-                         generator=torch.Generator().manual_seed(seed))
+    engine = RolloutEngine(
+        env_fn, policies, RolloutConfig(max_new_tokens=40, temperature=1.0), scripts=scripts
+    )
+    res = engine.collect(
+        list(range(EVAL_SEED0, EVAL_SEED0 + episodes)),
+        group_size=1,
+        generator=torch.Generator().manual_seed(seed),
+    )
     wins = sum(e.correct for e in res.episodes)
-    return {"success": wins / episodes, "ci95": wilson_interval(wins, episodes),
-            "text": format_rate(wins, episodes), "seconds": res.wall_seconds}
+    return {
+        "success": wins / episodes,
+        "ci95": wilson_interval(wins, episodes),
+        "text": format_rate(wins, episodes),
+        "seconds": res.wall_seconds,
+    }
 
 
 def main() -> None:
@@ -51,7 +59,13 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=None, help="evaluation episodes")
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--save", default=None, help="directory to save the trained policy")
+    parser.add_argument("--save", default=None, help="directory to save the trained policies")
+    parser.add_argument(
+        "--shared",
+        action="store_true",
+        help="one model for every role (default: one model per role)",
+    )
+    parser.add_argument("--batch-tokens", type=int, default=4096)
     args = parser.parse_args()
     demos_n = args.demos or (20 if args.quick else 1000)
     epochs = args.epochs or (1 if args.quick else 3)
@@ -61,31 +75,64 @@ def main() -> None:
         return mgrpo_envs.make("research_v0", difficulty=args.difficulty)
 
     torch.manual_seed(args.seed)
-    policy = HFPolicy.tiny(env_fn(), size=args.size, seed=args.seed)
-    untrained = evaluate(env_fn, policy, episodes, args.seed)
-    expert = evaluate(env_fn, policy, episodes, args.seed, scripted=True)
+    roles = env_fn().possible_agents
+    if args.shared:
+        one = HFPolicy.tiny(env_fn(), size=args.size, seed=args.seed)
+        policies = {r: one for r in roles}
+    else:
+        policies = {
+            r: HFPolicy.tiny(env_fn(), size=args.size, seed=args.seed + i)
+            for i, r in enumerate(roles)
+        }
+    # the untrained model on a few episodes only: it never succeeds, and sampling until
+    # every budget runs out is the most expensive evaluation there is
+    untrained = evaluate(env_fn, policies, min(episodes, 20), args.seed)
+    expert = evaluate(env_fn, policies, episodes, args.seed, scripted=True)
     t0 = time.perf_counter()
-    shared = {r: policy for r in env_fn().possible_agents}
-    demos = collect_demonstrations(env_fn, shared, demos_n, seed=args.seed)
-    cfg = SFTConfig(episodes=demos_n, epochs=epochs, lr=args.lr, max_batch_tokens=8192,
-                    seed=args.seed)
-    losses = train_sft(policy, demos, cfg, progress=not args.quick)
+    cfg = SFTConfig(
+        episodes=demos_n,
+        epochs=epochs,
+        lr=args.lr,
+        max_batch_tokens=args.batch_tokens,
+        seed=args.seed,
+    )
+    history = warm_start(env_fn, policies, cfg, progress=not args.quick)
     sft_seconds = time.perf_counter() - t0
-    trained = evaluate(env_fn, policy, episodes, args.seed)
+    trained = evaluate(env_fn, policies, episodes, args.seed)
     if args.save:
-        policy.save(args.save)
+        for role, policy in policies.items():
+            policy.save(f"{args.save}/{role}")
+    losses = {k: v[-1] for k, v in history.items()}
     for name, r in (("untrained", untrained), ("sft", trained), ("expert", expert)):
         print(f"{name:>10}: {r['text']}")
-    print(f"SFT: {demos_n} expert episodes, {epochs} epochs, {len(losses)} steps, "
-          f"{sft_seconds:.0f} s, final loss {losses[-1]:.3f}")
-    emit({"benchmark": "sft_warm_start", "env": "research_v0", "difficulty": args.difficulty,
-          "model": f"tiny-{args.size}", "seed": args.seed, "demo_episodes": demos_n,
-          "epochs": epochs, "sft_seconds": sft_seconds, "final_loss": losses[-1],
-          "eval_episodes": episodes, "success": {"untrained": untrained["success"],
-                                                 "sft": trained["success"],
-                                                 "expert": expert["success"]},
-          "ci95": {"untrained": untrained["ci95"], "sft": trained["ci95"],
-                   "expert": expert["ci95"]}})
+    print(
+        f"SFT: {demos_n} expert episodes, {epochs} epochs, {sft_seconds:.0f} s, final loss {losses}"
+    )
+    emit(
+        {
+            "benchmark": "sft_warm_start",
+            "env": "research_v0",
+            "difficulty": args.difficulty,
+            "model": f"tiny-{args.size}",
+            "shared": args.shared,
+            "seed": args.seed,
+            "demo_episodes": demos_n,
+            "epochs": epochs,
+            "sft_seconds": sft_seconds,
+            "final_loss": losses,
+            "eval_episodes": episodes,
+            "success": {
+                "untrained": untrained["success"],
+                "sft": trained["success"],
+                "expert": expert["success"],
+            },
+            "ci95": {
+                "untrained": untrained["ci95"],
+                "sft": trained["ci95"],
+                "expert": expert["ci95"],
+            },
+        }
+    )
 
 
 if __name__ == "__main__":

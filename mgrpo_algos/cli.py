@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -47,6 +48,108 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _env_args(pairs: list[str]) -> dict:
+    """``["main_turns=4", "codec=json"]`` -> ``{"main_turns": 4, "codec": "json"}``."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--env-arg takes KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _train(args: argparse.Namespace) -> int:
+    """``mgrpo train``: a GRPO run (``--algo grpo``); writes metrics.jsonl and ckpt-*."""
+    from mgrpo_algos.grpo import GRPOConfig, GRPOTrainer
+
+    if args.resume:
+        trainer = GRPOTrainer.resume(args.resume)
+    else:
+        if args.algo != "grpo":
+            raise SystemExit(
+                f"--algo {args.algo} is not available in this version; available: grpo"
+            )
+        if not args.out:
+            raise SystemExit("--out DIR is required (or --resume DIR)")
+        env_kwargs = {"difficulty": args.difficulty, **_env_args(args.env_arg)}
+        config = GRPOConfig(
+            env=args.env,
+            env_kwargs=env_kwargs,
+            view=args.view,
+            model=args.model,
+            steps=args.steps,
+            queries_per_step=args.queries,
+            group_size=args.group_size,
+            lr=args.lr,
+            loss_type=args.loss_type,
+            seed=args.seed,
+            max_new_tokens=args.max_new_tokens,
+        )
+        trainer = GRPOTrainer(config, args.out)
+    history = trainer.train(progress=True)
+    if history:
+        last = history[-1]
+        print(
+            json.dumps(
+                {
+                    "step": last["step"],
+                    "success_rate": last["success_rate"],
+                    "reward/main/mean": last["reward/main/mean"],
+                }
+            )
+        )
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    """``mgrpo eval``: success rate and reward of a checkpoint, with 95% intervals."""
+    import torch
+
+    from mgrpo_algos.grpo import GRPOConfig, make_env_fn
+    from mgrpo_algos.policies import HFPolicy
+    from mgrpo_algos.rollout import RolloutConfig, RolloutEngine
+
+    ckpt = Path(args.ckpt)
+    if not (ckpt / "policy").is_dir():
+        from mgrpo_algos.grpo import latest_checkpoint
+
+        ckpt = latest_checkpoint(ckpt)
+    config = GRPOConfig(**json.loads((ckpt / "config.json").read_text()))
+    env_fn = make_env_fn(config.env, config.env_kwargs, config.view)
+    policy = HFPolicy.load(ckpt / "policy")
+    roles = env_fn().possible_agents
+    engine = RolloutEngine(
+        env_fn,
+        {r: policy for r in roles},
+        RolloutConfig(max_new_tokens=config.max_new_tokens, temperature=args.temperature),
+    )
+    seeds = list(range(args.seed, args.seed + args.episodes))
+    res = engine.collect(seeds, 1, generator=torch.Generator().manual_seed(args.seed))
+    wins = sum(e.correct for e in res.episodes)
+    rewards = np.array([e.reward for e in res.episodes])
+    half = 1.96 * rewards.std(ddof=1) / np.sqrt(len(rewards)) if len(rewards) > 1 else 0.0
+    out = {
+        "ckpt": str(ckpt),
+        "episodes": args.episodes,
+        "success_rate": wins / args.episodes,
+        "success_ci95": wilson_interval(wins, args.episodes),
+        "reward_mean": float(rewards.mean()),
+        "reward_ci95": [float(rewards.mean() - half), float(rewards.mean() + half)],
+    }
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(
+            f"success {format_rate(wins, args.episodes)}  reward {out['reward_mean']:.3f} "
+            f"[{out['reward_ci95'][0]:.3f}, {out['reward_ci95'][1]:.3f}]"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mgrpo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -56,6 +159,38 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--episodes", type=int, default=200)
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo)
+
+    train = sub.add_parser("train", help="train agents (writes DIR/metrics.jsonl, DIR/ckpt-*)")
+    train.add_argument("--env", default="research_v0", choices=mgrpo_envs.list_envs())
+    train.add_argument("--algo", default="grpo", choices=["mgrpo", "main-only", "shared", "grpo"])
+    train.add_argument("--model", default="tiny", help="'tiny' or a saved policy directory")
+    train.add_argument("--steps", type=int, default=20)
+    train.add_argument("--out", default=None)
+    train.add_argument("--resume", default=None, help="continue the run in this directory")
+    train.add_argument("--difficulty", default="easy", choices=["easy", "medium", "hard"])
+    train.add_argument("--view", default="single", choices=["single", "shared"])
+    train.add_argument(
+        "--env-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an env argument (repeatable), e.g. --env-arg main_turns=4",
+    )
+    train.add_argument("--queries", type=int, default=8)
+    train.add_argument("--group-size", type=int, default=8)
+    train.add_argument("--lr", type=float, default=1e-4)
+    train.add_argument("--loss-type", default="grpo", choices=["grpo", "dr_grpo", "dapo", "gspo"])
+    train.add_argument("--max-new-tokens", type=int, default=40)
+    train.add_argument("--seed", type=int, default=0)
+    train.set_defaults(func=_train)
+
+    ev = sub.add_parser("eval", help="success rate of a checkpoint with a 95% interval")
+    ev.add_argument("--ckpt", required=True, help="a ckpt-* directory or a run directory")
+    ev.add_argument("--episodes", type=int, default=200)
+    ev.add_argument("--seed", type=int, default=1_000_000)
+    ev.add_argument("--temperature", type=float, default=1.0)
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(func=_eval)
     return parser
 
 

@@ -64,3 +64,47 @@ def median(values: list[float]) -> float:
 def emit(result: dict[str, Any]) -> None:
     """Prints the result as the script's last line: one JSON object."""
     print(json.dumps({**result, "machine": machine()}, sort_keys=True))
+
+
+class MetricsWriter:
+    """Writes one JSON object per step to ``<out_dir>/metrics.jsonl`` (and TensorBoard).
+
+    Names are namespaced (``reward/main/mean``, ``loss/sub``, ``perf/tokens_per_s``).
+    TensorBoard event files go to ``<out_dir>/tb`` when the ``tensorboard`` package is
+    installed.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike) -> None:
+        from pathlib import Path
+
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.out_dir / "metrics.jsonl"
+        self._tb = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.out_dir / "tb"))
+        except ImportError:
+            pass
+
+    def write(self, metrics: dict[str, Any]) -> None:
+        if "step" not in metrics:
+            raise ValueError(f"metrics need a 'step' key, got keys {sorted(metrics)}")
+        with self.path.open("a") as f:
+            f.write(json.dumps(metrics, sort_keys=True) + "\n")
+        if self._tb is not None:
+            for key, value in metrics.items():
+                if isinstance(value, (int, float)) and key != "step":
+                    self._tb.add_scalar(key, value, metrics["step"])
+            self._tb.flush()
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line]
+
+    def truncate(self, step: int) -> None:
+        """Drops lines after ``step`` (a resumed run rewrites them)."""
+        kept = [m for m in self.read() if m["step"] <= step]
+        self.path.write_text("".join(json.dumps(m, sort_keys=True) + "\n" for m in kept))

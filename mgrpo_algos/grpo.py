@@ -1,0 +1,439 @@
+"""GRPO: one policy, group-relative advantages, a clipped surrogate (Shao et al. 2024).
+
+The learner reads top to bottom, once per step:
+
+    collect     N queries x K rollouts with the batched engine (one policy acts for
+                every role: the single-agent view, or a shared model in the AEC env)
+    score       each trajectory's reward from the env's infos
+    advantages  z-scores within each group (query x role), ``scale_rewards`` option
+    loss        ``policy_loss`` (grpo / dr_grpo / dapo / gspo), k3 KL when beta > 0
+    step        AdamW, gradient clipping, LR schedule; ``num_iterations`` passes
+                over the batch reuse the sampling log-probs as the old policy
+    log         one JSON line of metrics per step; checkpoints every few steps
+
+A non-finite loss or gradient skips the optimiser step (logged as ``skipped``) and
+leaves the weights, the optimiser and the schedule untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+import mgrpo_envs
+from mgrpo_algos.buffer import Trajectory, collate, minibatches
+from mgrpo_algos.functional import (
+    LOSS_TYPES,
+    SCALE_REWARDS,
+    LossType,
+    ScaleRewards,
+    group_advantages,
+    masked_mean,
+    policy_loss,
+)
+from mgrpo_algos.metrics import MetricsWriter
+from mgrpo_algos.policies import HFPolicy
+from mgrpo_algos.rollout import RolloutConfig, RolloutEngine, RolloutResult, SingleAgentAEC
+
+View = Literal["single", "shared"]
+
+
+@dataclass
+class GRPOConfig:
+    """Settings of a GRPO run (defaults: the public GRPO scripts; eps 0.2/0.28, beta 0).
+
+    Attributes:
+        env: Env id (``mgrpo_envs.list_envs()``).
+        env_kwargs: Arguments of the env (difficulty, codec, budgets ...).
+        view: ``single``: the single-agent Gymnasium view (one agent, every tool);
+            ``shared``: the AEC env with one policy playing every role.
+        model: ``tiny`` (built from the env's vocabulary) or a saved policy directory.
+        tiny_size: Size of the tiny model.
+        steps: Optimiser steps (one collection each).
+        queries_per_step: N, distinct queries per step.
+        group_size: K, rollouts per query.
+        max_new_tokens: Tokens per agent turn.
+        temperature: Sampling temperature.
+        lr: Peak learning rate.
+        lr_schedule: ``constant`` or ``cosine`` (to 10% of peak), after linear warm-up.
+        warmup_steps: Linear warm-up steps.
+        weight_decay: AdamW weight decay.
+        grad_clip: Max gradient norm.
+        loss_type: ``grpo``, ``dr_grpo``, ``dapo`` or ``gspo``.
+        scale_rewards: ``group``, ``batch`` or ``none`` (Dr. GRPO pairs with ``none``).
+        beta: KL coefficient against the initial policy (0: no reference model).
+        epsilon: Lower clip range.
+        epsilon_high: Upper clip range (clip-higher when > epsilon).
+        num_iterations: Optimiser steps per collection (old log-probs are stored).
+        max_batch_tokens: Padded tokens per forward/backward chunk.
+        max_tokens_norm: Dr. GRPO's constant normaliser: an upper bound on the tokens
+            one agent call generates.
+        seed: Seeds queries and sampling (step by step, so resumed runs repeat).
+        checkpoint_every: Steps between checkpoints (0: only at the end).
+    """
+
+    env: str = "research_v0"
+    env_kwargs: dict[str, Any] = field(default_factory=lambda: {"difficulty": "easy"})
+    view: View = "single"
+    model: str = "tiny"
+    tiny_size: Literal["micro", "small", "base"] = "micro"
+    steps: int = 20
+    queries_per_step: int = 8
+    group_size: int = 8
+    max_new_tokens: int = 40
+    temperature: float = 1.0
+    lr: float = 1e-4
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    loss_type: LossType = "grpo"
+    scale_rewards: ScaleRewards = "group"
+    beta: float = 0.0
+    epsilon: float = 0.2
+    epsilon_high: float = 0.28
+    num_iterations: int = 1
+    max_batch_tokens: int = 16384
+    max_tokens_norm: int = 512
+    seed: int = 0
+    checkpoint_every: int = 10
+
+    def __post_init__(self) -> None:
+        if self.env not in mgrpo_envs.list_envs():
+            raise ValueError(f"env must be one of {mgrpo_envs.list_envs()}, got {self.env!r}")
+        choices = {
+            "view": ("single", "shared"),
+            "loss_type": LOSS_TYPES,
+            "scale_rewards": SCALE_REWARDS,
+            "lr_schedule": ("constant", "cosine"),
+            "tiny_size": ("micro", "small", "base"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}"
+                )
+        for name in (
+            "steps",
+            "queries_per_step",
+            "group_size",
+            "max_new_tokens",
+            "num_iterations",
+            "max_batch_tokens",
+            "max_tokens_norm",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        for name in ("lr", "temperature", "grad_clip", "epsilon", "epsilon_high"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        if self.beta < 0 or self.weight_decay < 0 or self.warmup_steps < 0:
+            raise ValueError(
+                "beta, weight_decay and warmup_steps must be >= 0, got "
+                f"{self.beta!r}, {self.weight_decay!r}, {self.warmup_steps!r}"
+            )
+        if self.group_size < 2:
+            raise ValueError(
+                f"group_size must be >= 2 for group-relative advantages, got {self.group_size}"
+            )
+
+    @property
+    def episodes_per_step(self) -> int:
+        return self.queries_per_step * self.group_size
+
+
+# --------------------------------------------------------------------------- helpers
+def make_env_fn(env: str, env_kwargs: dict[str, Any], view: View) -> Callable[[], Any]:
+    """Builds envs of the chosen view (the single-agent view goes through the AEC shim)."""
+    if view == "single":
+        import gymnasium
+
+        gym_id = {v: k for k, v in mgrpo_envs.registry.gym_ids().items()}[env]
+        return lambda: SingleAgentAEC(gymnasium.make(gym_id, **env_kwargs).unwrapped)
+    return lambda: mgrpo_envs.make(env, **env_kwargs)
+
+
+def load_policy(model: str, env: Any, tiny_size: str, seed: int) -> HFPolicy:
+    """``tiny`` builds a fresh tiny model from ``env``'s vocabulary; else loads a directory."""
+    if model == "tiny":
+        return HFPolicy.tiny(env, size=tiny_size, seed=seed)
+    path = Path(model)
+    if not path.exists():
+        raise ValueError(f"model must be 'tiny' or an existing policy directory, got {model!r}")
+    return HFPolicy.load(path)
+
+
+def step_seeds(seed: int, step: int, n: int) -> list[int]:
+    """Env seeds of one step's queries: a pure function of (seed, step)."""
+    return [int(x) for x in np.random.default_rng([seed, step]).integers(0, 2**31 - 1, n)]
+
+
+def lr_lambda(step: int, total: int, warmup: int, schedule: str) -> float:
+    """LR multiplier: linear warm-up, then constant or cosine decay to 10%."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def add_advantages(trajs: Sequence[Trajectory], scale: ScaleRewards) -> list[Trajectory]:
+    """Group-relative advantages; a group is one query's trajectories of one role."""
+    keys = {}
+    ids = [keys.setdefault((t.agent, t.group_id), len(keys)) for t in trajs]
+    rewards = torch.tensor([t.reward for t in trajs], dtype=torch.float64)  # (N,)
+    adv = group_advantages(rewards, torch.tensor(ids), scale)  # (N,)
+    return [t.replace(advantage=float(a)) for t, a in zip(trajs, adv.tolist(), strict=True)]
+
+
+# --------------------------------------------------------------------------- learner
+class GRPOTrainer:
+    """Trains one policy with GRPO.
+
+    Args:
+        config: The run's settings.
+        out_dir: Where ``metrics.jsonl`` and ``ckpt-*`` go (None: nothing written).
+        policy: Start from this policy instead of ``config.model`` (e.g. after SFT).
+    """
+
+    def __init__(
+        self, config: GRPOConfig, out_dir: str | Path | None = None, policy: HFPolicy | None = None
+    ) -> None:
+        self.config = config
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.env_fn = make_env_fn(config.env, config.env_kwargs, config.view)
+        probe = self.env_fn()
+        self.roles = list(probe.possible_agents)
+        self.policy = policy or load_policy(config.model, probe, config.tiny_size, config.seed)
+        self.ref = self._frozen_copy(self.policy) if config.beta > 0 else None
+        self.params = [p for p in self.policy.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            self.params, lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda s: lr_lambda(s, config.steps, config.warmup_steps, config.lr_schedule),
+        )
+        rollout = RolloutConfig(
+            max_new_tokens=config.max_new_tokens, temperature=config.temperature
+        )
+        self.engine = RolloutEngine(self.env_fn, {r: self.policy for r in self.roles}, rollout)
+        self.step_idx = 0
+        self.writer = MetricsWriter(self.out_dir) if self.out_dir is not None else None
+
+    @staticmethod
+    def _frozen_copy(policy: HFPolicy) -> HFPolicy:
+        ref = copy.deepcopy(policy)
+        for p in ref.parameters():
+            p.requires_grad_(False)
+        return ref
+
+    # -------------------------------------------------------------- one step
+    def train_step(self) -> dict[str, Any]:
+        """collect -> score -> advantages -> loss -> step -> log, for one step."""
+        cfg = self.config
+        t0 = time.perf_counter()
+        seeds = step_seeds(cfg.seed, self.step_idx, cfg.queries_per_step)
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step_idx)
+        result = self.engine.collect(seeds, cfg.group_size, generator=gen)  # collect
+        trajs = add_advantages(result.trajectories, cfg.scale_rewards)  # score, advantages
+        if self.ref is not None:
+            trajs = self._with_ref_logprobs(trajs)
+        stats = [self._optimise(trajs) for _ in range(cfg.num_iterations)]  # loss, step
+        self.step_idx += 1
+        return self._metrics(result, trajs, stats, time.perf_counter() - t0)  # log
+
+    def _with_ref_logprobs(self, trajs: list[Trajectory]) -> list[Trajectory]:
+        assert self.ref is not None
+        out = []
+        for chunk in minibatches(trajs, self.config.max_batch_tokens):
+            batch = collate(chunk, self.ref.pad_id)
+            with torch.no_grad():
+                lp = self.ref.logprobs(batch.input_ids, batch.attention_mask)  # (B, T-1)
+            for t, row in zip(chunk, lp, strict=True):
+                ref = np.zeros(t.num_tokens, dtype=np.float32)
+                ref[1:] = row[: t.num_tokens - 1].numpy()
+                out.append(t.replace(ref_logprobs=ref))
+        return out
+
+    def _optimise(self, trajs: list[Trajectory]) -> dict[str, float]:
+        """One optimiser step over every trajectory (gradients accumulated over chunks)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        total_seqs = len(trajs)
+        total_tokens = sum(t.num_generated for t in trajs)
+        for agent in dict.fromkeys(t.agent for t in trajs):
+            mine = sorted((t for t in trajs if t.agent == agent), key=lambda t: t.num_tokens)
+            for chunk in minibatches(mine, self.config.max_batch_tokens):
+                loss, st = self._chunk_loss(chunk)
+                weight = (
+                    sum(t.num_generated for t in chunk) / max(total_tokens, 1)
+                    if self.config.loss_type == "dapo"
+                    else len(chunk) / total_seqs
+                )
+                (loss * weight).backward()
+                share = len(chunk) / total_seqs
+                key = "loss/main" if agent == "main" else "loss/sub"
+                sums[key] = sums.get(key, 0.0) + float(loss.detach()) * len(chunk)
+                sums[f"_n/{key}"] = sums.get(f"_n/{key}", 0.0) + len(chunk)
+                for k, v in st.items():
+                    sums[k] = sums.get(k, 0.0) + v * share
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip))
+        finite = math.isfinite(grad_norm) and all(
+            math.isfinite(v) for k, v in sums.items() if k.startswith("loss/")
+        )
+        if finite:
+            self.optimizer.step()
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        out = {k: v / sums[f"_n/{k}"] for k, v in sums.items() if k.startswith("loss/")}
+        out.update({k: v for k, v in sums.items() if not k.startswith(("loss/", "_n/"))})
+        out.update(grad_norm=grad_norm, skipped=0.0 if finite else 1.0)
+        return out
+
+    def _chunk_loss(self, chunk: list[Trajectory]) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg = self.config
+        batch = collate(chunk, self.policy.pad_id)
+        logp = self.policy.logprobs(batch.input_ids, batch.attention_mask)  # (B, T-1)
+        loss, st = policy_loss(
+            logp,
+            batch.old_logprobs,
+            batch.advantages,
+            batch.action_mask,
+            loss_type=cfg.loss_type,
+            epsilon=cfg.epsilon,
+            epsilon_high=cfg.epsilon_high,
+            beta=cfg.beta,
+            ref_logp=batch.ref_logprobs,
+            max_tokens=cfg.max_tokens_norm,
+        )
+        # Monte Carlo entropy estimate: -log p of the sampled tokens (on-policy, temperature 1)
+        entropy = -masked_mean(logp.detach(), batch.action_mask)
+        stats = {k: float(v) for k, v in st.items()}
+        stats["entropy"] = float(entropy)
+        return loss, stats
+
+    def _metrics(
+        self,
+        result: RolloutResult,
+        trajs: list[Trajectory],
+        stats: list[dict[str, float]],
+        seconds: float,
+    ) -> dict[str, Any]:
+        def mean(xs: list[float]) -> float | None:
+            return float(np.mean(xs)) if xs else None
+
+        main = [t.reward for t in trajs if t.agent == "main"]
+        sub = [t.reward for t in trajs if t.agent != "main"]
+        last = stats[-1]
+        m: dict[str, Any] = {
+            "step": self.step_idx,
+            "success_rate": result.success_rate,
+            "reward/main/mean": mean(main),
+            "reward/sub/mean": mean(sub),
+            "loss/main": last.get("loss/main"),
+            "loss/sub": last.get("loss/sub"),
+            "kl": last.get("kl", 0.0),
+            "clip_ratio": last.get("clip_ratio", 0.0),
+            "entropy": last.get("entropy"),
+            "grad_norm": last["grad_norm"],
+            "skipped": sum(s["skipped"] for s in stats),
+            "lr": self.scheduler.get_last_lr()[0],
+            "invocations/mean": float(np.mean(result.invocations)),
+            "tokens_per_s": result.tokens_per_s,
+            "perf/tokens_per_s": result.tokens_per_s,
+            "perf/step_seconds": seconds,
+            "perf/env_share": result.env_seconds / max(result.wall_seconds, 1e-9),
+            "episodes": (self.step_idx) * self.config.episodes_per_step,
+        }
+        return m
+
+    # -------------------------------------------------------------- loop, checkpoints
+    def train(self, progress: bool = True) -> list[dict[str, Any]]:
+        """Runs the remaining steps; returns their metrics."""
+        from tqdm.auto import tqdm
+
+        history = []
+        bar = tqdm(
+            total=self.config.steps,
+            initial=self.step_idx,
+            desc="grpo",
+            disable=not progress,
+            unit="step",
+        )
+        while self.step_idx < self.config.steps:
+            metrics = self.train_step()
+            history.append(metrics)
+            if self.writer is not None:
+                self.writer.write(metrics)
+            every = self.config.checkpoint_every
+            if self.out_dir is not None and (
+                (every and self.step_idx % every == 0) or self.step_idx == self.config.steps
+            ):
+                self.save_checkpoint()
+            bar.update(1)
+            bar.set_postfix(
+                success=f"{metrics['success_rate']:.2f}",
+                reward=f"{metrics['reward/main/mean']:.3f}",
+            )
+        bar.close()
+        return history
+
+    def save_checkpoint(self) -> Path:
+        """Writes ``ckpt-<step>``: policy, reference, optimiser, schedule, step, config."""
+        assert self.out_dir is not None
+        path = self.out_dir / f"ckpt-{self.step_idx:06d}"
+        self.policy.save(path / "policy")
+        if self.ref is not None:
+            self.ref.save(path / "ref")
+        torch.save(
+            {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "step": self.step_idx,
+                "torch_rng": torch.get_rng_state(),
+                "numpy_rng": np.random.get_state(),
+            },
+            path / "state.pt",
+        )
+        (path / "config.json").write_text(json.dumps(dataclasses.asdict(self.config), indent=2))
+        return path
+
+    @classmethod
+    def resume(cls, out_dir: str | Path) -> GRPOTrainer:
+        """Continues the run in ``out_dir`` from its latest checkpoint, exactly."""
+        ckpt = latest_checkpoint(out_dir)
+        config = GRPOConfig(**json.loads((ckpt / "config.json").read_text()))
+        trainer = cls(config, out_dir, policy=HFPolicy.load(ckpt / "policy"))
+        if config.beta > 0:
+            trainer.ref = cls._frozen_copy(HFPolicy.load(ckpt / "ref"))
+        state = torch.load(ckpt / "state.pt", weights_only=False)
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        trainer.scheduler.load_state_dict(state["scheduler"])
+        trainer.step_idx = int(state["step"])
+        torch.set_rng_state(state["torch_rng"])
+        np.random.set_state(state["numpy_rng"])
+        if trainer.writer is not None:
+            trainer.writer.truncate(trainer.step_idx)
+        return trainer
+
+
+def latest_checkpoint(out_dir: str | Path) -> Path:
+    """The newest ``ckpt-*`` directory in ``out_dir``."""
+    ckpts = sorted(Path(out_dir).glob("ckpt-*"))
+    if not ckpts:
+        raise ValueError(f"no checkpoint (ckpt-*) in {str(out_dir)!r}; nothing to resume")
+    return ckpts[-1]
