@@ -46,6 +46,8 @@ class RolloutConfig:
         top_p: Nucleus sampling mass in (0, 1].
         top_k: Keep the k most likely tokens (0 = all).
         system_prompts: Optional system message per role, put before its first message.
+        prefix_cache: Let the policy keep each call's KV cache between its turns (a
+            policy with ``release``), so a turn only prefills its new message.
     """
 
     max_new_tokens: int = 48
@@ -53,6 +55,7 @@ class RolloutConfig:
     top_p: float = 1.0
     top_k: int = 0
     system_prompts: dict[str, str] = field(default_factory=dict)
+    prefix_cache: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
@@ -212,6 +215,10 @@ class RolloutEngine:
             for batch in requests.values():
                 self._generate(batch, timers, generator)
             live = [s for s in slots if s.final_infos is None]
+        if self.config.prefix_cache:
+            for policy in {id(p): p for p in self.policies.values()}.values():
+                if hasattr(policy, "release"):
+                    policy.release()  # entries are keyed by this collection's calls
         trajectories = [t for s in slots for t in self._trajectories(s)]
         return RolloutResult(
             trajectories=trajectories,
@@ -281,6 +288,10 @@ class RolloutEngine:
         policy = self.policies[batch[0][1].agent]
         cfg = self.config
         tick = time.perf_counter()
+        kwargs = {}
+        if self.config.prefix_cache and hasattr(policy, "release"):
+            # one cache entry per open call: the next turn only prefills its new message
+            kwargs["sessions"] = [(id(slot), id(call)) for slot, call in batch]
         out = policy.generate(
             [call.ids for _, call in batch],
             max_new_tokens=cfg.max_new_tokens,
@@ -288,6 +299,7 @@ class RolloutEngine:
             top_p=cfg.top_p,
             top_k=cfg.top_k,
             generator=generator,
+            **kwargs,
         )
         timers["generate"] += time.perf_counter() - tick
         timers["tokens"] += out.num_tokens

@@ -11,11 +11,18 @@ top-k/top-p truncation. The GRPO importance ratio ``pi_theta / pi_old`` compares
 two such numbers for the same token, so the old log-probs stored at sampling
 time and the new ones from `Policy.logprobs` must be computed the same way
 (GRPO, Shao et al. 2024, eq. 3; DAPO, Yu et al. 2025, sec. 2).
+
+Sessions: `Policy.generate` takes an optional key per prompt (a conversation
+id). A policy may keep per-key state, such as the key/value cache of the
+conversation so far, to avoid recomputing a shared prefix on the next turn;
+results must not depend on it. Such state is only valid for the weights it
+was computed with, so callers `Policy.release` the keys when conversations end
+and release everything after each optimiser step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -99,6 +106,7 @@ class Policy(Protocol):
         top_k: int = 0,
         stop_ids: Sequence[int] | None = None,
         generator: torch.Generator | None = None,
+        sessions: Sequence[Hashable | None] | None = None,
     ) -> GenerationOutput:
         """Sample one completion per prompt, all prompts in one batch.
 
@@ -111,9 +119,24 @@ class Policy(Protocol):
             stop_ids: Tokens that end a completion; ``None`` uses `stop_ids`,
                 an empty sequence never stops early.
             generator: Random generator; the same seed gives the same tokens.
+            sessions: Optional key per prompt (``None``: no key), distinct
+                within a call. A policy may cache per-key work (such as the
+                keys and values of the conversation so far) and reuse it when
+                the same key's next prompt extends it. Results are the same with
+                or without keys (to float rounding). Policies that cache nothing
+                accept and ignore them.
 
         Returns:
             The completions, their log-probs and texts (see `GenerationOutput`).
+        """
+        ...
+
+    def release(self, sessions: Iterable[Hashable] | None = None) -> None:
+        """Drop what `generate` keeps for ``sessions`` (``None``: for every session).
+
+        Call it when a conversation ends, and with ``None`` after every change
+        of the weights (cached work was computed with the old ones). A policy
+        that caches nothing does nothing.
         """
         ...
 

@@ -15,13 +15,20 @@ left-padded prompts, once) and ``step`` (one new token per row). Two exist:
 `decode_loop` samples with either one and drops finished rows from the batch
 once half of the live rows have stopped, so a few long completions do not keep
 paying for the short ones.
+
+`PrefixCache` keeps the keys and values a `LlamaStaticDecoder` computed for
+some rows (`LlamaStaticDecoder.export`), per session key, and hands them back
+as the ``past`` of a later decoder whose prompts start with the same tokens:
+then only the rest of each prompt goes through the model.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Hashable, Iterable, Sequence
 from typing import Any, NamedTuple, Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
@@ -189,9 +196,22 @@ class LlamaStaticDecoder:
     Args:
         model: The ``LlamaForCausalLM`` (eval mode; called under inference mode).
         max_new_tokens: Most steps after the prefill (sizes the cache).
+        past: Per prompt of the batch, the ``(layers, 2, kv_heads, n, head_dim)``
+            keys and values of ``n`` tokens that precede it (`export` of an
+            earlier decoder, see `PrefixCache`), or ``None``. The prompts'
+            positions must then start at ``n``.
+        keep: Keep the cache of rows dropped by `select`, so that `export` can
+            return every row's keys and values at the end.
     """
 
-    def __init__(self, model: Any, max_new_tokens: int) -> None:
+    def __init__(
+        self,
+        model: Any,
+        max_new_tokens: int,
+        *,
+        past: Sequence[torch.Tensor | None] | None = None,
+        keep: bool = False,
+    ) -> None:
         config = model.config
         self.model = model
         self.layers = list(model.model.layers)
@@ -205,9 +225,17 @@ class LlamaStaticDecoder:
         # rotary pass over q and k together. Rebuilt per decoder, so it always
         # reflects the current weights.
         self.qkv = [_fused_qkv(layer.self_attn) for layer in self.layers]
-        self.keys: list[torch.Tensor] = []
+        self.past = past
+        self.keep = keep
+        # Every layer's keys and values in one tensor, so that selecting rows,
+        # loading cached prefixes and exporting sequences is one op per row or batch.
+        self.kv = torch.empty(0)  # (layers, 2, B, kv_heads, W, head_dim)
+        self.keys: list[torch.Tensor] = []  # views kv[i, 0]: (B, kv_heads, W, head_dim)
         self.values: list[torch.Tensor] = []
-        self.key_mask = torch.empty(0, dtype=torch.bool)
+        self.key_mask = torch.empty(0, dtype=torch.bool)  # (B, W)
+        self.prompt_valid = torch.empty(0, dtype=torch.bool)  # (B, P), original row order
+        self.rows = torch.empty(0, dtype=torch.long)  # original row of each cache row
+        self.retired: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.length = 0
 
     @staticmethod
@@ -276,20 +304,46 @@ class LlamaStaticDecoder:
         return _linear(last, self.model.lm_head).float()
 
     def prefill(self, batch: LeftPadded) -> torch.Tensor:
+        """Run the prompts (after the cached prefixes given as ``past``, if any).
+
+        The cache of row ``b`` is laid out as ``[padding][past b][padding][prompt b]``
+        followed by the generated tokens: the cached prefixes are right-aligned in
+        the first ``C`` slots (``C`` the longest one) and the prompts left-padded
+        after them, so one forward over the ``(B, P)`` prompts fills the cache.
+        ``batch.positions`` must already count the cached tokens.
+        """
         size, width = batch.ids.shape
         device = batch.ids.device
+        past = list(self.past) if self.past is not None else [None] * size
+        if len(past) != size:
+            raise ValueError(f"expected one past entry per prompt ({size}); got {len(past)}")
+        cached = torch.tensor([0 if p is None else p.shape[3] for p in past], device=device)
+        start = int(cached.max())
+        total = start + width
         param = next(self.model.parameters())
-        shape = (size, self.num_kv_heads, width + self.max_new_tokens, self.head_dim)
-        self.keys = [torch.empty(shape, dtype=param.dtype, device=device) for _ in self.layers]
-        self.values = [torch.empty(shape, dtype=param.dtype, device=device) for _ in self.layers]
-        self.key_mask = torch.ones(shape[0], shape[2], dtype=torch.bool, device=device)
-        self.key_mask[:, :width] = batch.mask.bool()
-        self.length = width
-        causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
+        shape = (len(self.layers), 2, size, self.num_kv_heads, total + self.max_new_tokens)
+        self.kv = torch.empty(*shape, self.head_dim, dtype=param.dtype, device=device)
+        for row, entry in enumerate(past):
+            count = 0 if entry is None else entry.shape[3]
+            if count:
+                self.kv[:, :, row, :, start - count : start] = entry
+            if count < start:
+                # Masked slots must still hold finite numbers: attention multiplies
+                # their zero weights with the values, and 0 * NaN is NaN.
+                self.kv[:, :, row, :, : start - count].zero_()
+        self._bind()
+        self.key_mask = torch.ones(size, shape[-1], dtype=torch.bool, device=device)
+        self.key_mask[:, :start] = torch.arange(start, device=device) >= start - cached[:, None]
+        self.key_mask[:, start:total] = batch.mask.bool()
+        self.prompt_valid = self.key_mask[:, :total].clone()
+        self.rows = torch.arange(size, device=device)
+        self.retired = []
+        self.length = total
+        causal = torch.ones(width, total, dtype=torch.bool, device=device).tril(diagonal=start)
         # A padding query sees itself only, so no softmax row is empty (no NaN);
         # real queries never see padding keys.
-        mask = causal & self.key_mask[:, None, None, :width]  # (B, 1, P, P)
-        mask = mask | torch.eye(width, dtype=torch.bool, device=device)
+        mask = causal & self.key_mask[:, None, None, :total]  # (B, 1, P, C + P)
+        mask[..., start:] |= torch.eye(width, dtype=torch.bool, device=device)
         return self._forward(batch.ids, batch.positions, mask)
 
     def step(self, token: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -298,9 +352,54 @@ class LlamaStaticDecoder:
         return self._forward(token[:, None], positions, mask)
 
     def select(self, rows: torch.Tensor) -> None:
-        self.keys = [k[rows] for k in self.keys]
-        self.values = [v[rows] for v in self.values]
+        if self.keep:  # keep the dropped rows' cache (a reference, no copy) for `export`
+            dropped = torch.ones(len(self.rows), dtype=torch.bool, device=rows.device)
+            dropped[rows] = False
+            local = dropped.nonzero().squeeze(-1)
+            self.retired.append((self.rows[local], self.kv, local))
+        self.kv = self.kv.index_select(2, rows)
+        self.rows = self.rows[rows]
         self.key_mask = self.key_mask[rows]
+        self._bind()
+
+    def export(self, rows: Sequence[int], lengths: torch.Tensor) -> list[torch.Tensor]:
+        """Keys and values of each row's cached prefix, prompt and completion but its last token.
+
+        The last sampled token of a row never went through the model, so its
+        keys and values do not exist; tokens a finished row kept sampling
+        before it left the batch are left out too. Needs ``keep=True``.
+
+        Args:
+            rows: Rows of the original batch to export.
+            lengths: ``(B,)`` completion lengths (`Decoded.lengths`), original order.
+
+        Returns:
+            One ``(layers, 2, kv_heads, n, head_dim)`` tensor per row of ``rows``,
+            ``n`` = cached + prompt + completion length - 1.
+        """
+        if not self.keep:
+            raise ValueError("export needs a decoder built with keep=True; got keep=False")
+        where: dict[int, tuple[torch.Tensor, int]] = {}
+        local_rows = torch.arange(len(self.rows), device=self.rows.device)
+        for original, kv, local in [*self.retired, (self.rows, self.kv, local_rows)]:
+            for row, at in zip(original.tolist(), local.tolist(), strict=True):
+                where[row] = (kv, at)
+        index = torch.as_tensor(list(rows), dtype=torch.long, device=self.prompt_valid.device)
+        prompt = self.prompt_valid[index]  # (R, P)
+        fed = lengths.to(index.device)[index] - 1  # (R,) completion tokens that went through
+        free = self.kv.shape[4] - prompt.shape[1]
+        generated = torch.arange(free, device=index.device) < fed[:, None]  # (R, W - P)
+        valid = torch.cat([prompt, generated], dim=1)  # (R, W)
+        slots = valid.nonzero()[:, 1].split(valid.sum(1).tolist())
+        out = []
+        for row, row_slots in zip(rows, slots, strict=True):
+            kv, at = where[row]
+            out.append(kv[:, :, at].index_select(3, row_slots))
+        return out
+
+    def _bind(self) -> None:
+        self.keys = [self.kv[index, 0] for index in range(len(self.layers))]
+        self.values = [self.kv[index, 1] for index in range(len(self.layers))]
 
 
 def _linear(x: torch.Tensor, layer: torch.nn.Linear) -> torch.Tensor:
@@ -325,6 +424,89 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos + rotated * sin
+
+
+class CacheEntry(NamedTuple):
+    """The keys and values one session left behind, with the tokens they cover.
+
+    Attributes:
+        ids: ``(n,)`` int64 token ids the cache covers.
+        kv: ``(layers, 2, kv_heads, n, head_dim)`` keys (``[:, 0]``) and values.
+    """
+
+    ids: np.ndarray
+    kv: torch.Tensor
+
+
+class PrefixCache:
+    """Key/value caches of earlier `LlamaStaticDecoder` runs, one per session key.
+
+    A row whose prompt starts with tokens a session's entry covers reuses those
+    tokens' keys and values instead of running them through the model again.
+    Reuse is decided on token ids alone (the longest common prefix), so a wrong
+    or stale key costs speed, never correctness. Entries are tied to the weights
+    they were computed with: `check_weights` drops them all once the weights'
+    guard changes.
+    """
+
+    def __init__(self) -> None:
+        self.entries: dict[Hashable, CacheEntry] = {}
+        self.guard: object = None
+
+    @property
+    def tokens(self) -> int:
+        """Total tokens held over all entries."""
+        return sum(len(entry.ids) for entry in self.entries.values())
+
+    def check_weights(self, guard: object) -> None:
+        """Drop every entry if ``guard`` (a fingerprint of the weights) changed."""
+        if guard != self.guard:
+            self.entries.clear()
+            self.guard = guard
+
+    def lookup(
+        self, prompts: Sequence[Sequence[int]], sessions: Sequence[Hashable | None]
+    ) -> tuple[list[torch.Tensor | None], list[int]]:
+        """The reusable cache of each prompt and how many of its tokens it covers.
+
+        At most ``len(prompt) - 1`` tokens are reused, so at least one token is
+        run and gives the next-token logits.
+
+        Returns:
+            Per prompt: a ``(layers, 2, kv_heads, n, head_dim)`` view of the
+            cached keys and values of its first ``n`` tokens (``None`` when
+            ``n == 0``), and ``n``.
+        """
+        past: list[torch.Tensor | None] = []
+        reused: list[int] = []
+        for prompt, key in zip(prompts, sessions, strict=True):
+            entry = None if key is None else self.entries.get(key)
+            count = 0 if entry is None else _common_prefix(entry.ids, prompt, len(prompt) - 1)
+            past.append(entry.kv[:, :, :, :count] if entry is not None and count else None)
+            reused.append(count)
+        return past, reused
+
+    def store(self, key: Hashable, ids: Sequence[int], kv: torch.Tensor) -> None:
+        """Replace the entry of ``key`` with ``kv`` covering ``ids``."""
+        assert kv.shape[3] == len(ids), (kv.shape, len(ids))
+        self.entries[key] = CacheEntry(np.asarray(ids, dtype=np.int64), kv)
+
+    def release(self, sessions: Iterable[Hashable] | None = None) -> None:
+        """Drop the entries of ``sessions`` (unknown keys are ignored), or all with ``None``."""
+        if sessions is None:
+            self.entries.clear()
+            return
+        for key in sessions:
+            self.entries.pop(key, None)
+
+
+def _common_prefix(cached: np.ndarray, prompt: Sequence[int], limit: int) -> int:
+    """Length of the longest common prefix of ``cached`` and ``prompt``, at most ``limit``."""
+    count = min(len(cached), limit)
+    if count <= 0:
+        return 0
+    differ = np.flatnonzero(cached[:count] != np.asarray(prompt[:count], dtype=np.int64))
+    return int(differ[0]) if len(differ) else count
 
 
 def make_decoder(model: Any, max_new_tokens: int, *, fast: bool = True) -> Decoder:

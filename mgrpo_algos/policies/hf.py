@@ -8,12 +8,24 @@ is a fixed number of tensor operations (one forward, one sampling draw), with
 no Python work that grows with the sequence. Sampling log-probs are
 ``log_softmax`` of the raw logits (temperature 1), the numbers `logprobs`
 recomputes for training (see `mgrpo_algos.policies.base`).
+
+Prefix caching: ``generate(..., sessions=keys)`` keeps, per key, the keys and
+values of the row's whole sequence (prompt and completion, but the last sampled
+token, which never went through the model). The next call with that key runs
+only the part of the prompt after the longest common prefix with the cached
+tokens, so a multi-turn conversation pays for its new messages only. Cached
+entries assume the current weights: call `HFPolicy.release` after an optimiser
+step (most in-place updates of the parameters are also detected, see
+`HFPolicy.release`), and at the end of each collection, since entries live
+until released.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Hashable, Iterable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +35,14 @@ from packaging.version import Version
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from mgrpo_algos.policies.base import GenerationOutput, Message
-from mgrpo_algos.policies.decoding import Decoded, SamplingArgs, decode_loop, make_decoder
+from mgrpo_algos.policies.decoding import (
+    Decoded,
+    LlamaStaticDecoder,
+    PrefixCache,
+    SamplingArgs,
+    decode_loop,
+    make_decoder,
+)
 from mgrpo_algos.policies.sampling import check_sampling_args, left_pad
 from mgrpo_algos.policies.smollm import smollm2_gguf_path
 from mgrpo_algos.policies.tiny import SizeName, build_model, build_tokenizer
@@ -43,7 +62,8 @@ class HFPolicy:
             tokenizer's EOS and the model's ``generation_config.eos_token_id``.
         fast_decode: Decode Llama-architecture models with the static-cache
             functional forward (`mgrpo_algos.policies.decoding`); ``False``, or
-            any other architecture, uses the model's own forward.
+            any other architecture, uses the model's own forward (and then
+            ``generate`` ignores ``sessions``: nothing is cached).
 
     Attributes:
         model: The wrapped model (train it through `parameters`).
@@ -71,6 +91,7 @@ class HFPolicy:
                 "tokenizer with an EOS token"
             )
         self.fast_decode = fast_decode
+        self._prefix_cache = PrefixCache()
 
     # ------------------------------------------------------------------ constructors
 
@@ -214,9 +235,32 @@ class HFPolicy:
         """Number of rows of the output layer."""
         return int(self.model.get_output_embeddings().weight.shape[0])
 
+    @property
+    def cache_tokens(self) -> int:
+        """Tokens whose keys and values `generate` holds for its sessions (see `release`)."""
+        return self._prefix_cache.tokens
+
     def parameters(self) -> Iterator[torch.nn.Parameter]:
         """The model's parameters."""
         return self.model.parameters()
+
+    def release(self, sessions: Iterable[Hashable] | None = None) -> None:
+        """Drop the cached keys and values of ``sessions``, or of every session.
+
+        Call it when conversations end (entries live until released), and
+        with no argument after every change of the weights: the entries hold
+        keys and values computed with the old ones. As a guard, `generate`
+        drops every entry when a parameter was replaced or its version counter
+        moved (in-place updates: ``optimizer.step()`` of the for-loop and
+        foreach optimisers, ``load_state_dict``), but fused optimisers
+        (``fused=True``) and writes through ``param.data`` do not move the
+        counter, so only an explicit release is safe.
+
+        Args:
+            sessions: Keys given to `generate`; unknown keys are ignored.
+                ``None`` drops every entry.
+        """
+        self._prefix_cache.release(sessions)
 
     # ------------------------------------------------------------------ text
 
@@ -326,6 +370,7 @@ class HFPolicy:
         top_k: int = 0,
         stop_ids: Sequence[int] | None = None,
         generator: torch.Generator | None = None,
+        sessions: Sequence[Hashable | None] | None = None,
     ) -> GenerationOutput:
         """Sample one completion per prompt with a batched KV-cache loop.
 
@@ -339,41 +384,90 @@ class HFPolicy:
                 ``[]`` never stops early.
             generator: Random generator for sampling (on the model's device);
                 the same seed gives the same completions.
+            sessions: One key (any hashable, or ``None``) per prompt, such as a
+                conversation id. A keyed row reuses the keys and values the
+                previous call with that key left for the longest common prefix
+                of its tokens and this prompt, and then leaves its own (prompt
+                and completion but the last token) in place of them. Results are
+                the same as without keys, to float rounding. Keys must be
+                distinct within a call. Ignored (nothing cached) when the model
+                does not use the fast decoder. See `release`.
 
         Returns:
             Completions (with the stop token when produced), their temperature-1
             log-probs, texts without special tokens, and whether each stopped.
 
         Raises:
-            ValueError: On empty prompts, bad sampling arguments, or a prompt plus
-                ``max_new_tokens`` longer than `max_positions`.
+            ValueError: On empty prompts, bad sampling arguments, a prompt plus
+                ``max_new_tokens`` longer than `max_positions`, or ``sessions``
+                of another length than ``prompts`` or with a repeated key.
         """
         check_sampling_args(max_new_tokens, temperature, top_p, top_k)
-        batch = left_pad(prompts, pad_id=self.pad_id, device=self.device)
-        longest = batch.ids.shape[1] + max_new_tokens
+        _check_sessions(sessions, len(prompts))
+        longest = max(map(len, prompts), default=0) + max_new_tokens
         if longest > self.max_positions:
             raise ValueError(
-                f"longest prompt ({batch.ids.shape[1]}) + max_new_tokens ({max_new_tokens}) = "
-                f"{longest} exceeds max_positions={self.max_positions}; shorten the prompt or "
-                "lower max_new_tokens"
+                f"longest prompt ({longest - max_new_tokens}) + max_new_tokens "
+                f"({max_new_tokens}) = {longest} exceeds max_positions={self.max_positions}; "
+                "shorten the prompt or lower max_new_tokens"
             )
         stops = self._stop_ids if stop_ids is None else tuple(stop_ids)
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.inference_mode():
-                decoded = decode_loop(
-                    make_decoder(self.model, max_new_tokens, fast=self.fast_decode),
-                    batch,
+                decoded = self._decode(
+                    prompts,
+                    sessions,
                     max_new_tokens=max_new_tokens,
                     sampling=SamplingArgs(temperature, top_p, top_k),
                     stop_ids=stops,
-                    pad_id=self.pad_id,
                     generator=generator,
                 )
         finally:
             self.model.train(was_training)
         return self._collect(decoded)
+
+    def _decode(
+        self,
+        prompts: Sequence[Sequence[int]],
+        sessions: Sequence[Hashable | None] | None,
+        *,
+        max_new_tokens: int,
+        sampling: SamplingArgs,
+        stop_ids: tuple[int, ...],
+        generator: torch.Generator | None,
+    ) -> Decoded:
+        """Run `decode_loop`, through the prefix cache for the rows with a session key."""
+        loop = partial(
+            decode_loop,
+            max_new_tokens=max_new_tokens,
+            sampling=sampling,
+            stop_ids=stop_ids,
+            pad_id=self.pad_id,
+            generator=generator,
+        )
+        keyed = [row for row, key in enumerate(sessions or ()) if key is not None]
+        if not keyed or not (self.fast_decode and LlamaStaticDecoder.supports(self.model)):
+            batch = left_pad(prompts, pad_id=self.pad_id, device=self.device)
+            decoder = make_decoder(self.model, max_new_tokens, fast=self.fast_decode)
+            return loop(decoder, batch)
+        assert sessions is not None
+        cache = self._prefix_cache
+        cache.check_weights(_weights_guard(self.model))
+        past, reused = cache.lookup(prompts, sessions)
+        suffixes = [prompt[count:] for prompt, count in zip(prompts, reused, strict=True)]
+        batch = left_pad(suffixes, pad_id=self.pad_id, device=self.device)
+        offsets = torch.tensor(reused, dtype=torch.long, device=self.device)
+        batch = batch._replace(positions=batch.positions + offsets[:, None])
+        decoder = LlamaStaticDecoder(self.model, max_new_tokens, past=past, keep=True)
+        decoded = loop(decoder, batch)
+        kept = decoder.export(keyed, decoded.lengths)
+        completions = decoded.tokens[keyed].tolist()
+        lengths = decoded.lengths[keyed].tolist()
+        for row, kv, tokens, length in zip(keyed, kept, completions, lengths, strict=True):
+            cache.store(sessions[row], [*prompts[row], *tokens[: length - 1]], kv)
+        return decoded
 
     def _collect(self, decoded: Decoded) -> GenerationOutput:
         """Cut each row at its length and decode, with one device-to-host copy per tensor."""
@@ -415,6 +509,34 @@ def _load_gguf_model(path: Path, dtype: torch.dtype) -> Any:
         )
     model.tie_weights()
     return model
+
+
+def _check_sessions(sessions: Sequence[Hashable | None] | None, size: int) -> None:
+    """Raise `ValueError` unless ``sessions`` is None or ``size`` distinct keys (or Nones)."""
+    if sessions is None:
+        return
+    if len(sessions) != size:
+        raise ValueError(f"expected one session key per prompt ({size}); got {len(sessions)} keys")
+    counts = Counter(key for key in sessions if key is not None)
+    if any(count > 1 for count in counts.values()):
+        repeated = sorted(repr(key) for key, count in counts.items() if count > 1)
+        raise ValueError(
+            f"expected distinct session keys within one call; got {', '.join(repeated)} "
+            "more than once"
+        )
+
+
+def _weights_guard(model: Any) -> tuple[int, ...]:
+    """Storage address and version counter of every parameter.
+
+    In-place updates through autograd-visible ops (non-fused optimiser steps,
+    ``load_state_dict``) bump a version counter and replacing a tensor changes
+    its address; fused optimiser kernels and ``param.data`` writes do neither,
+    which is why callers must still `HFPolicy.release` after training.
+    """
+    return tuple(
+        value for param in model.parameters() for value in (param.data_ptr(), param._version)
+    )
 
 
 def _default_stop_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
