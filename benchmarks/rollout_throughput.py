@@ -50,7 +50,9 @@ class GenerateBackend:
         top_k: int = 0,
         stop_ids: Sequence[int] | None = None,
         generator: torch.Generator | None = None,
+        sessions: Sequence | None = None,
     ) -> GenerationOutput:
+        # model.generate keeps no cache across calls: every turn prefills the whole context
         p = self.policy
         batch = left_pad(prompts, pad_id=p.pad_id)
         config = copy.deepcopy(p.model.generation_config)
