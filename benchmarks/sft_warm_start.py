@@ -53,11 +53,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--difficulty", default="medium")
-    parser.add_argument("--size", default="micro")
+    parser.add_argument("--size", default="small")
     parser.add_argument("--demos", type=int, default=None, help="expert episodes")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--episodes", type=int, default=None, help="evaluation episodes")
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", default=None, help="directory to save the trained policies")
     parser.add_argument(
@@ -65,9 +65,9 @@ def main() -> None:
         action="store_true",
         help="one model for every role (default: one model per role)",
     )
-    parser.add_argument("--batch-tokens", type=int, default=4096)
+    parser.add_argument("--batch-tokens", type=int, default=1024)
     args = parser.parse_args()
-    demos_n = args.demos or (20 if args.quick else 1000)
+    demos_n = args.demos or (20 if args.quick else 600)
     epochs = args.epochs or (1 if args.quick else 3)
     episodes = args.episodes or (20 if args.quick else 200)
 
