@@ -66,6 +66,12 @@ def main() -> None:
         help="one model for every role (default: one model per role)",
     )
     parser.add_argument("--batch-tokens", type=int, default=1024)
+    parser.add_argument(
+        "--context-weight",
+        type=float,
+        default=0.0,
+        help="weight of the language-modelling loss on context tokens (0: actions only)",
+    )
     args = parser.parse_args()
     demos_n = args.demos or (20 if args.quick else 600)
     epochs = args.epochs or (1 if args.quick else 3)
@@ -95,6 +101,7 @@ def main() -> None:
         lr=args.lr,
         max_batch_tokens=args.batch_tokens,
         seed=args.seed,
+        context_weight=args.context_weight,
     )
     history = warm_start(env_fn, policies, cfg, progress=not args.quick)
     sft_seconds = time.perf_counter() - t0
@@ -118,6 +125,8 @@ def main() -> None:
             "seed": args.seed,
             "demo_episodes": demos_n,
             "epochs": epochs,
+            "lr": args.lr,
+            "context_weight": args.context_weight,
             "sft_seconds": sft_seconds,
             "final_loss": losses,
             "eval_episodes": episodes,

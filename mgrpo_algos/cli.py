@@ -62,34 +62,48 @@ def _env_args(pairs: list[str]) -> dict:
     return out
 
 
-def _train(args: argparse.Namespace) -> int:
-    """``mgrpo train``: a GRPO run (``--algo grpo``); writes metrics.jsonl and ckpt-*."""
-    from mgrpo_algos.grpo import GRPOConfig, GRPOTrainer
+def _trainer(args: argparse.Namespace):
+    """The learner of ``--algo`` (or of the run in ``--resume DIR``)."""
+    from mgrpo_algos.grpo import GRPOConfig, GRPOTrainer, latest_checkpoint
+    from mgrpo_algos.mgrpo import MGRPOConfig, MGRPOTrainer, is_checkpoint
 
     if args.resume:
-        trainer = GRPOTrainer.resume(args.resume)
-    else:
-        if args.algo != "grpo":
-            raise SystemExit(
-                f"--algo {args.algo} is not available in this version; available: grpo"
-            )
-        if not args.out:
-            raise SystemExit("--out DIR is required (or --resume DIR)")
-        env_kwargs = {"difficulty": args.difficulty, **_env_args(args.env_arg)}
-        config = GRPOConfig(
-            env=args.env,
-            env_kwargs=env_kwargs,
-            view=args.view,
-            model=args.model,
-            steps=args.steps,
-            queries_per_step=args.queries,
-            group_size=args.group_size,
-            lr=args.lr,
-            loss_type=args.loss_type,
-            seed=args.seed,
-            max_new_tokens=args.max_new_tokens,
-        )
-        trainer = GRPOTrainer(config, args.out)
+        if is_checkpoint(latest_checkpoint(args.resume)):
+            return MGRPOTrainer.resume(args.resume)
+        return GRPOTrainer.resume(args.resume)
+    if not args.out:
+        raise SystemExit("--out DIR is required (or --resume DIR)")
+    common = dict(
+        env=args.env,
+        env_kwargs={"difficulty": args.difficulty, **_env_args(args.env_arg)},
+        model=args.model,
+        steps=args.steps,
+        queries_per_step=args.queries,
+        group_size=args.group_size,
+        lr=args.lr,
+        loss_type=args.loss_type,
+        seed=args.seed,
+        max_new_tokens=args.max_new_tokens,
+    )
+    if args.algo == "grpo":
+        return GRPOTrainer(GRPOConfig(view=args.view, **common), args.out)
+    config = MGRPOConfig(
+        algo=args.algo,
+        align=args.align,
+        align_d=args.align_d,
+        store_path=args.store,
+        **common,
+    )
+    return MGRPOTrainer(config, args.out)
+
+
+def _train(args: argparse.Namespace) -> int:
+    """``mgrpo train``: a GRPO or M-GRPO run; writes metrics.jsonl and ckpt-*."""
+    try:
+        args.env = mgrpo_envs.load_env(args.env)  # FILE.py:ID or MODULE:ID registers a user env
+        trainer = _trainer(args)
+    except ValueError as err:  # a bad setting: say which, without a traceback
+        raise SystemExit(f"mgrpo train: {err}") from err
     history = trainer.train(progress=True)
     if history:
         last = history[-1]
@@ -99,33 +113,44 @@ def _train(args: argparse.Namespace) -> int:
                     "step": last["step"],
                     "success_rate": last["success_rate"],
                     "reward/main/mean": last["reward/main/mean"],
+                    "reward/sub/mean": last["reward/sub/mean"],
                 }
             )
         )
     return 0
 
 
+def _eval_policies(ckpt: Path):
+    """``(checkpoint, env factory, role -> policy, max_new_tokens)`` of a GRPO or M-GRPO run."""
+    from mgrpo_algos.grpo import GRPOConfig, latest_checkpoint, make_env_fn
+    from mgrpo_algos.mgrpo import is_checkpoint, load_checkpoint
+    from mgrpo_algos.policies import HFPolicy
+
+    if not (ckpt / "policy").is_dir() and not is_checkpoint(ckpt):
+        ckpt = latest_checkpoint(ckpt)
+    if is_checkpoint(ckpt):
+        config, policies = load_checkpoint(ckpt)
+        env_fn = make_env_fn(config.env, config.env_kwargs, "shared")
+        return ckpt, env_fn, policies, config.max_new_tokens
+    config = GRPOConfig(**json.loads((ckpt / "config.json").read_text()))
+    env_fn = make_env_fn(config.env, config.env_kwargs, config.view)
+    policy = HFPolicy.load(ckpt / "policy")
+    return ckpt, env_fn, {r: policy for r in env_fn().possible_agents}, config.max_new_tokens
+
+
 def _eval(args: argparse.Namespace) -> int:
     """``mgrpo eval``: success rate and reward of a checkpoint, with 95% intervals."""
     import torch
 
-    from mgrpo_algos.grpo import GRPOConfig, make_env_fn
-    from mgrpo_algos.policies import HFPolicy
     from mgrpo_algos.rollout import RolloutConfig, RolloutEngine
 
-    ckpt = Path(args.ckpt)
-    if not (ckpt / "policy").is_dir():
-        from mgrpo_algos.grpo import latest_checkpoint
-
-        ckpt = latest_checkpoint(ckpt)
-    config = GRPOConfig(**json.loads((ckpt / "config.json").read_text()))
-    env_fn = make_env_fn(config.env, config.env_kwargs, config.view)
-    policy = HFPolicy.load(ckpt / "policy")
-    roles = env_fn().possible_agents
+    if args.env:
+        mgrpo_envs.load_env(args.env)
+    ckpt, env_fn, policies, max_new_tokens = _eval_policies(Path(args.ckpt))
     engine = RolloutEngine(
         env_fn,
-        {r: policy for r in roles},
-        RolloutConfig(max_new_tokens=config.max_new_tokens, temperature=args.temperature),
+        policies,
+        RolloutConfig(max_new_tokens=max_new_tokens, temperature=args.temperature),
     )
     seeds = list(range(args.seed, args.seed + args.episodes))
     res = engine.collect(seeds, 1, generator=torch.Generator().manual_seed(args.seed))
@@ -161,14 +186,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
 
     train = sub.add_parser("train", help="train agents (writes DIR/metrics.jsonl, DIR/ckpt-*)")
-    train.add_argument("--env", default="research_v0", choices=mgrpo_envs.list_envs())
+    train.add_argument(
+        "--env",
+        default="research_v0",
+        help=f"one of {mgrpo_envs.list_envs()}, or FILE.py:ID / MODULE:ID for your own env",
+    )
     train.add_argument("--algo", default="grpo", choices=["mgrpo", "main-only", "shared", "grpo"])
     train.add_argument("--model", default="tiny", help="'tiny' or a saved policy directory")
     train.add_argument("--steps", type=int, default=20)
     train.add_argument("--out", default=None)
     train.add_argument("--resume", default=None, help="continue the run in this directory")
     train.add_argument("--difficulty", default="easy", choices=["easy", "medium", "hard"])
-    train.add_argument("--view", default="single", choices=["single", "shared"])
+    train.add_argument(
+        "--view",
+        default="single",
+        choices=["single", "shared"],
+        help="grpo only: the single-agent view, or one policy for every role of the AEC env",
+    )
     train.add_argument(
         "--env-arg",
         action="append",
@@ -182,10 +216,29 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--loss-type", default="grpo", choices=["grpo", "dr_grpo", "dapo", "gspo"])
     train.add_argument("--max-new-tokens", type=int, default=40)
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--align",
+        default="duplicate_drop",
+        choices=["duplicate_drop", "truncate", "fill", "ragged", "none"],
+        help="M-GRPO's trajectory alignment of sub-agent calls (none: unsynchronised)",
+    )
+    train.add_argument(
+        "--align-d",
+        type=int,
+        default=None,
+        help="aligned sub-agent calls per rollout (default: estimated from the first batch)",
+    )
+    train.add_argument(
+        "--store",
+        default=None,
+        metavar="PATH",
+        help="SQLite file through which the agents exchange rewards (default: memory)",
+    )
     train.set_defaults(func=_train)
 
     ev = sub.add_parser("eval", help="success rate of a checkpoint with a 95% interval")
     ev.add_argument("--ckpt", required=True, help="a ckpt-* directory or a run directory")
+    ev.add_argument("--env", default=None, help="FILE.py:ID / MODULE:ID: load your own env first")
     ev.add_argument("--episodes", type=int, default=200)
     ev.add_argument("--seed", type=int, default=1_000_000)
     ev.add_argument("--temperature", type=float, default=1.0)

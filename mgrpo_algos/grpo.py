@@ -49,14 +49,12 @@ View = Literal["single", "shared"]
 
 
 @dataclass
-class GRPOConfig:
-    """Settings of a GRPO run (defaults: the public GRPO scripts; eps 0.2/0.28, beta 0).
+class LearnerConfig:
+    """Settings every learner shares (defaults: the public GRPO scripts; eps 0.2/0.28, beta 0).
 
     Attributes:
         env: Env id (``mgrpo_envs.list_envs()``).
         env_kwargs: Arguments of the env (difficulty, codec, budgets ...).
-        view: ``single``: the single-agent Gymnasium view (one agent, every tool);
-            ``shared``: the AEC env with one policy playing every role.
         model: ``tiny`` (built from the env's vocabulary) or a saved policy directory.
         tiny_size: Size of the tiny model.
         steps: Optimiser steps (one collection each).
@@ -84,7 +82,6 @@ class GRPOConfig:
 
     env: str = "research_v0"
     env_kwargs: dict[str, Any] = field(default_factory=lambda: {"difficulty": "easy"})
-    view: View = "single"
     model: str = "tiny"
     tiny_size: Literal["micro", "small", "base"] = "micro"
     steps: int = 20
@@ -109,52 +106,76 @@ class GRPOConfig:
     checkpoint_every: int = 10
 
     def __post_init__(self) -> None:
-        if self.env not in mgrpo_envs.list_envs():
-            raise ValueError(f"env must be one of {mgrpo_envs.list_envs()}, got {self.env!r}")
-        choices = {
-            "view": ("single", "shared"),
-            "loss_type": LOSS_TYPES,
-            "scale_rewards": SCALE_REWARDS,
-            "lr_schedule": ("constant", "cosine"),
-            "tiny_size": ("micro", "small", "base"),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(
-                    f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}"
-                )
-        for name in (
-            "steps",
-            "queries_per_step",
-            "group_size",
-            "max_new_tokens",
-            "num_iterations",
-            "max_batch_tokens",
-            "max_tokens_norm",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        for name in ("lr", "temperature", "grad_clip", "epsilon", "epsilon_high"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-        if self.beta < 0 or self.weight_decay < 0 or self.warmup_steps < 0:
-            raise ValueError(
-                "beta, weight_decay and warmup_steps must be >= 0, got "
-                f"{self.beta!r}, {self.weight_decay!r}, {self.warmup_steps!r}"
-            )
-        if self.group_size < 2:
-            raise ValueError(
-                f"group_size must be >= 2 for group-relative advantages, got {self.group_size}"
-            )
+        validate_learner_config(self, {})
 
     @property
     def episodes_per_step(self) -> int:
         return self.queries_per_step * self.group_size
 
 
+@dataclass
+class GRPOConfig(LearnerConfig):
+    """Settings of a GRPO run: those of :class:`LearnerConfig`, and
+
+    Attributes:
+        view: ``single``: the single-agent Gymnasium view (one agent, every tool);
+            ``shared``: the AEC env with one policy playing every role.
+    """
+
+    view: View = "single"
+
+    def __post_init__(self) -> None:
+        validate_learner_config(self, {"view": ("single", "shared")})
+
+
 # --------------------------------------------------------------------------- helpers
+def validate_learner_config(config: Any, choices: dict[str, Sequence[str]]) -> None:
+    """Checks the settings every learner's config shares (and ``choices``' options).
+
+    Raises:
+        ValueError: Naming the field, the value given and what is allowed.
+    """
+    if config.env not in mgrpo_envs.list_envs():
+        raise ValueError(f"env must be one of {mgrpo_envs.list_envs()}, got {config.env!r}")
+    choices = {
+        **choices,
+        "loss_type": LOSS_TYPES,
+        "scale_rewards": SCALE_REWARDS,
+        "lr_schedule": ("constant", "cosine"),
+        "tiny_size": ("micro", "small", "base"),
+    }
+    for name, allowed in choices.items():
+        if getattr(config, name) not in allowed:
+            raise ValueError(
+                f"{name} must be one of {list(allowed)}, got {getattr(config, name)!r}"
+            )
+    for name in (
+        "steps",
+        "queries_per_step",
+        "group_size",
+        "max_new_tokens",
+        "num_iterations",
+        "max_batch_tokens",
+        "max_tokens_norm",
+    ):
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    for name in ("lr", "temperature", "grad_clip", "epsilon", "epsilon_high"):
+        value = getattr(config, name)
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    if config.beta < 0 or config.weight_decay < 0 or config.warmup_steps < 0:
+        raise ValueError(
+            "beta, weight_decay and warmup_steps must be >= 0, got "
+            f"{config.beta!r}, {config.weight_decay!r}, {config.warmup_steps!r}"
+        )
+    if config.group_size < 2:
+        raise ValueError(
+            f"group_size must be >= 2 for group-relative advantages, got {config.group_size}"
+        )
+
+
 def make_env_fn(env: str, env_kwargs: dict[str, Any], view: View) -> Callable[[], Any]:
     """Builds envs of the chosen view (the single-agent view goes through the AEC shim)."""
     if view == "single":
@@ -195,8 +216,142 @@ def add_advantages(trajs: Sequence[Trajectory], scale: ScaleRewards) -> list[Tra
     keys = {}
     ids = [keys.setdefault((t.agent, t.group_id), len(keys)) for t in trajs]
     rewards = torch.tensor([t.reward for t in trajs], dtype=torch.float64)  # (N,)
-    adv = group_advantages(rewards, torch.tensor(ids), scale)  # (N,)
+    adv = group_advantages(rewards, torch.tensor(ids, dtype=torch.int64), scale)  # (N,)
     return [t.replace(advantage=float(a)) for t, a in zip(trajs, adv.tolist(), strict=True)]
+
+
+def frozen_copy(policy: HFPolicy) -> HFPolicy:
+    """A copy of ``policy`` that no optimiser can move (the KL reference)."""
+    ref = copy.deepcopy(policy)
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
+def with_ref_logprobs(
+    ref: HFPolicy, trajs: Sequence[Trajectory], max_batch_tokens: int
+) -> list[Trajectory]:
+    """``trajs`` with their ``ref_logprobs`` under the frozen reference policy ``ref``."""
+    out = []
+    for chunk in minibatches(trajs, max_batch_tokens):
+        batch = collate(chunk, ref.pad_id)
+        with torch.no_grad():
+            lp = ref.logprobs(batch.input_ids, batch.attention_mask)  # (B, T-1)
+        for t, row in zip(chunk, lp, strict=True):
+            ref_lp = np.zeros(t.num_tokens, dtype=np.float32)
+            ref_lp[1:] = row[: t.num_tokens - 1].numpy()
+            out.append(t.replace(ref_logprobs=ref_lp))
+    return out
+
+
+def chunk_loss(
+    policy: HFPolicy, chunk: Sequence[Trajectory], cfg: Any
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """``policy_loss`` of one padded chunk under ``cfg``'s loss options, with its stats."""
+    batch = collate(chunk, policy.pad_id)
+    logp = policy.logprobs(batch.input_ids, batch.attention_mask)  # (B, T-1)
+    loss, st = policy_loss(
+        logp,
+        batch.old_logprobs,
+        batch.advantages,
+        batch.action_mask,
+        loss_type=cfg.loss_type,
+        epsilon=cfg.epsilon,
+        epsilon_high=cfg.epsilon_high,
+        beta=cfg.beta,
+        ref_logp=batch.ref_logprobs,
+        max_tokens=cfg.max_tokens_norm,
+    )
+    # Monte Carlo entropy estimate: -log p of the sampled tokens (on-policy, temperature 1)
+    entropy = -masked_mean(logp.detach(), batch.action_mask)
+    stats = {k: float(v) for k, v in st.items()}
+    stats["entropy"] = float(entropy)
+    return loss, stats
+
+
+def backward_loss(
+    policy: HFPolicy,
+    trajs: Sequence[Trajectory],
+    cfg: Any,
+    *,
+    total_seqs: int,
+    total_tokens: int,
+) -> list[tuple[int, float, dict[str, float]]]:
+    """Backpropagates the loss of ``trajs`` into ``policy``, chunk by chunk.
+
+    Trajectories are sorted by length and cut into chunks of at most
+    ``cfg.max_batch_tokens`` padded tokens; each chunk's loss is weighted by its
+    share of ``total_seqs`` sequences (of ``total_tokens`` generated tokens under
+    ``dapo``), so the gradients add up to those of one batch of that size.
+
+    Returns:
+        ``(sequences, loss, stats)`` of every chunk.
+    """
+    out = []
+    ordered = sorted(trajs, key=lambda t: t.num_tokens)
+    for chunk in minibatches(ordered, cfg.max_batch_tokens):
+        loss, st = chunk_loss(policy, chunk, cfg)
+        weight = (
+            sum(t.num_generated for t in chunk) / max(total_tokens, 1)
+            if cfg.loss_type == "dapo"
+            else len(chunk) / total_seqs
+        )
+        (loss * weight).backward()
+        out.append((len(chunk), float(loss.detach()), st))
+    return out
+
+
+def make_optimizer(
+    params: list[torch.nn.Parameter], cfg: Any
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over ``params`` and its warm-up / decay schedule, from ``cfg``."""
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_lambda(s, cfg.steps, cfg.warmup_steps, cfg.lr_schedule)
+    )
+    return optimizer, scheduler
+
+
+def rng_state() -> dict[str, Any]:
+    """The global RNG states a checkpoint keeps (sampling itself is explicitly seeded)."""
+    return {"torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state()}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch_rng"])
+    np.random.set_state(state["numpy_rng"])
+
+
+def train_loop(trainer: Any, desc: str, progress: bool) -> list[dict[str, Any]]:
+    """Runs ``trainer``'s remaining steps: metrics line and checkpoints as configured.
+
+    ``trainer`` has ``config`` (``steps``, ``checkpoint_every``), ``step_idx``,
+    ``train_step()``, ``writer``, ``out_dir`` and ``save_checkpoint()``.
+    """
+    from tqdm.auto import tqdm
+
+    history = []
+    cfg = trainer.config
+    bar = tqdm(
+        total=cfg.steps, initial=trainer.step_idx, desc=desc, disable=not progress, unit="step"
+    )
+    while trainer.step_idx < cfg.steps:
+        metrics = trainer.train_step()
+        history.append(metrics)
+        if trainer.writer is not None:
+            trainer.writer.write(metrics)
+        every = cfg.checkpoint_every
+        if trainer.out_dir is not None and (
+            (every and trainer.step_idx % every == 0) or trainer.step_idx == cfg.steps
+        ):
+            trainer.save_checkpoint()
+        bar.update(1)
+        bar.set_postfix(
+            success=f"{metrics['success_rate']:.2f}",
+            reward=f"{metrics['reward/main/mean']:.3f}",
+        )
+    bar.close()
+    return history
 
 
 # --------------------------------------------------------------------------- learner
@@ -220,13 +375,7 @@ class GRPOTrainer:
         self.policy = policy or load_policy(config.model, probe, config.tiny_size, config.seed)
         self.ref = self._frozen_copy(self.policy) if config.beta > 0 else None
         self.params = [p for p in self.policy.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(
-            self.params, lr=config.lr, weight_decay=config.weight_decay
-        )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            lambda s: lr_lambda(s, config.steps, config.warmup_steps, config.lr_schedule),
-        )
+        self.optimizer, self.scheduler = make_optimizer(self.params, config)
         rollout = RolloutConfig(
             max_new_tokens=config.max_new_tokens, temperature=config.temperature
         )
@@ -236,10 +385,7 @@ class GRPOTrainer:
 
     @staticmethod
     def _frozen_copy(policy: HFPolicy) -> HFPolicy:
-        ref = copy.deepcopy(policy)
-        for p in ref.parameters():
-            p.requires_grad_(False)
-        return ref
+        return frozen_copy(policy)
 
     # -------------------------------------------------------------- one step
     def train_step(self) -> dict[str, Any]:
@@ -258,16 +404,7 @@ class GRPOTrainer:
 
     def _with_ref_logprobs(self, trajs: list[Trajectory]) -> list[Trajectory]:
         assert self.ref is not None
-        out = []
-        for chunk in minibatches(trajs, self.config.max_batch_tokens):
-            batch = collate(chunk, self.ref.pad_id)
-            with torch.no_grad():
-                lp = self.ref.logprobs(batch.input_ids, batch.attention_mask)  # (B, T-1)
-            for t, row in zip(chunk, lp, strict=True):
-                ref = np.zeros(t.num_tokens, dtype=np.float32)
-                ref[1:] = row[: t.num_tokens - 1].numpy()
-                out.append(t.replace(ref_logprobs=ref))
-        return out
+        return with_ref_logprobs(self.ref, trajs, self.config.max_batch_tokens)
 
     def _optimise(self, trajs: list[Trajectory]) -> dict[str, float]:
         """One optimiser step over every trajectory (gradients accumulated over chunks)."""
@@ -276,21 +413,15 @@ class GRPOTrainer:
         total_seqs = len(trajs)
         total_tokens = sum(t.num_generated for t in trajs)
         for agent in dict.fromkeys(t.agent for t in trajs):
-            mine = sorted((t for t in trajs if t.agent == agent), key=lambda t: t.num_tokens)
-            for chunk in minibatches(mine, self.config.max_batch_tokens):
-                loss, st = self._chunk_loss(chunk)
-                weight = (
-                    sum(t.num_generated for t in chunk) / max(total_tokens, 1)
-                    if self.config.loss_type == "dapo"
-                    else len(chunk) / total_seqs
-                )
-                (loss * weight).backward()
-                share = len(chunk) / total_seqs
-                key = "loss/main" if agent == "main" else "loss/sub"
-                sums[key] = sums.get(key, 0.0) + float(loss.detach()) * len(chunk)
-                sums[f"_n/{key}"] = sums.get(f"_n/{key}", 0.0) + len(chunk)
+            mine = [t for t in trajs if t.agent == agent]
+            key = "loss/main" if agent == "main" else "loss/sub"
+            for n, loss, st in backward_loss(
+                self.policy, mine, self.config, total_seqs=total_seqs, total_tokens=total_tokens
+            ):
+                sums[key] = sums.get(key, 0.0) + loss * n
+                sums[f"_n/{key}"] = sums.get(f"_n/{key}", 0.0) + n
                 for k, v in st.items():
-                    sums[k] = sums.get(k, 0.0) + v * share
+                    sums[k] = sums.get(k, 0.0) + v * (n / total_seqs)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip))
         finite = math.isfinite(grad_norm) and all(
             math.isfinite(v) for k, v in sums.items() if k.startswith("loss/")
@@ -303,28 +434,6 @@ class GRPOTrainer:
         out.update({k: v for k, v in sums.items() if not k.startswith(("loss/", "_n/"))})
         out.update(grad_norm=grad_norm, skipped=0.0 if finite else 1.0)
         return out
-
-    def _chunk_loss(self, chunk: list[Trajectory]) -> tuple[torch.Tensor, dict[str, float]]:
-        cfg = self.config
-        batch = collate(chunk, self.policy.pad_id)
-        logp = self.policy.logprobs(batch.input_ids, batch.attention_mask)  # (B, T-1)
-        loss, st = policy_loss(
-            logp,
-            batch.old_logprobs,
-            batch.advantages,
-            batch.action_mask,
-            loss_type=cfg.loss_type,
-            epsilon=cfg.epsilon,
-            epsilon_high=cfg.epsilon_high,
-            beta=cfg.beta,
-            ref_logp=batch.ref_logprobs,
-            max_tokens=cfg.max_tokens_norm,
-        )
-        # Monte Carlo entropy estimate: -log p of the sampled tokens (on-policy, temperature 1)
-        entropy = -masked_mean(logp.detach(), batch.action_mask)
-        stats = {k: float(v) for k, v in st.items()}
-        stats["entropy"] = float(entropy)
-        return loss, stats
 
     def _metrics(
         self,
@@ -364,33 +473,7 @@ class GRPOTrainer:
     # -------------------------------------------------------------- loop, checkpoints
     def train(self, progress: bool = True) -> list[dict[str, Any]]:
         """Runs the remaining steps; returns their metrics."""
-        from tqdm.auto import tqdm
-
-        history = []
-        bar = tqdm(
-            total=self.config.steps,
-            initial=self.step_idx,
-            desc="grpo",
-            disable=not progress,
-            unit="step",
-        )
-        while self.step_idx < self.config.steps:
-            metrics = self.train_step()
-            history.append(metrics)
-            if self.writer is not None:
-                self.writer.write(metrics)
-            every = self.config.checkpoint_every
-            if self.out_dir is not None and (
-                (every and self.step_idx % every == 0) or self.step_idx == self.config.steps
-            ):
-                self.save_checkpoint()
-            bar.update(1)
-            bar.set_postfix(
-                success=f"{metrics['success_rate']:.2f}",
-                reward=f"{metrics['reward/main/mean']:.3f}",
-            )
-        bar.close()
-        return history
+        return train_loop(self, "grpo", progress)
 
     def save_checkpoint(self) -> Path:
         """Writes ``ckpt-<step>``: policy, reference, optimiser, schedule, step, config."""
@@ -404,8 +487,7 @@ class GRPOTrainer:
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "step": self.step_idx,
-                "torch_rng": torch.get_rng_state(),
-                "numpy_rng": np.random.get_state(),
+                **rng_state(),
             },
             path / "state.pt",
         )
@@ -424,8 +506,7 @@ class GRPOTrainer:
         trainer.optimizer.load_state_dict(state["optimizer"])
         trainer.scheduler.load_state_dict(state["scheduler"])
         trainer.step_idx = int(state["step"])
-        torch.set_rng_state(state["torch_rng"])
-        np.random.set_state(state["numpy_rng"])
+        set_rng_state(state)
         if trainer.writer is not None:
             trainer.writer.truncate(trainer.step_idx)
         return trainer

@@ -70,7 +70,12 @@ class RolloutConfig:
 
 @dataclass
 class EpisodeRecord:
-    """What one rollout ended with."""
+    """What one rollout ended with.
+
+    ``infos`` holds every agent's final ``infos`` (``outcome`` for main, the per-call
+    records ``calls`` for each sub-agent role), from which a learner may score the
+    rollout with its own reward weights.
+    """
 
     group_id: int
     rollout_id: int
@@ -80,6 +85,7 @@ class EpisodeRecord:
     num_invocations: int
     end_reason: str
     agent_turns: int
+    infos: dict[str, dict] = field(default_factory=dict)
 
 
 @dataclass
@@ -365,6 +371,7 @@ class RolloutEngine:
             num_invocations=int(outcome["num_invocations"]),
             end_reason=str(outcome.get("end_reason", "")),
             agent_turns=slot.agent_turns,
+            infos=infos,
         )
 
 

@@ -5,6 +5,14 @@ role (``oracle_action``), which records each agent call as a token sequence with
 expert's outputs masked in. Each role's policy is then trained to maximise the
 log-likelihood of its own masked tokens only (prompts and tool results are context,
 not targets), so RL starts from a policy that sometimes succeeds.
+
+A tiny model trained from scratch has no language model underneath it, and must
+learn to copy names, ids and numbers from its context into its actions. With
+``context_weight > 0`` the loss adds that weight times the mean next-token loss on
+the context tokens (prompts and tool results), which are full of such repetitions
+(a title, then the same title in the document): a language-modelling term that
+stands in for the pretraining a real LM brings. The default, 0, trains on the
+agent's own tokens only.
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ class SFTConfig:
         max_batch_tokens: Padded tokens per optimiser step.
         grad_clip: Max gradient norm.
         seed: Seeds the demonstration episodes and the shuffling.
+        context_weight: Weight of the next-token loss on context tokens (0: the
+            agent's own tokens only).
     """
 
     episodes: int = 400
@@ -44,6 +54,7 @@ class SFTConfig:
     max_batch_tokens: int = 16384
     grad_clip: float = 1.0
     seed: int = 0
+    context_weight: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("episodes", "epochs", "max_batch_tokens"):
@@ -52,6 +63,10 @@ class SFTConfig:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+        if not (self.context_weight >= 0 and math.isfinite(self.context_weight)):
+            raise ValueError(
+                f"context_weight must be a finite number >= 0, got {self.context_weight!r}"
+            )
         if self.grad_clip <= 0:
             raise ValueError(f"grad_clip must be > 0, got {self.grad_clip!r}")
 
@@ -72,11 +87,23 @@ def collect_demonstrations(
     return result.trajectories
 
 
-def sft_loss(policy: Policy, trajs: Sequence[Trajectory]) -> torch.Tensor:
-    """Mean negative log-likelihood of the agent's own tokens over a minibatch."""
+def sft_loss(
+    policy: Policy, trajs: Sequence[Trajectory], context_weight: float = 0.0
+) -> torch.Tensor:
+    """Mean negative log-likelihood of the agent's own tokens over a minibatch.
+
+    With ``context_weight > 0``, plus that weight times the mean negative
+    log-likelihood of the other real tokens (the context).
+    """
     batch = collate(trajs, policy.pad_id)
     logp = policy.logprobs(batch.input_ids, batch.attention_mask)  # (B, T-1)
-    return -masked_mean(logp, batch.action_mask.to(logp.device))
+    action = batch.action_mask.to(logp.device)  # (B, T-1)
+    loss = -masked_mean(logp, action)
+    if context_weight > 0:
+        real = batch.attention_mask[:, 1:].to(logp.device).bool()  # (B, T-1) real targets
+        context = real & ~action.bool()
+        loss = loss - context_weight * masked_mean(logp, context)
+    return loss
 
 
 def train_sft(
@@ -102,7 +129,7 @@ def train_sft(
     bar = tqdm(total=total, desc="sft", disable=not progress, unit="step")
     for _ in range(config.epochs):
         for i in torch.randperm(len(chunks), generator=gen).tolist():
-            loss = sft_loss(policy, chunks[i])
+            loss = sft_loss(policy, chunks[i], config.context_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, config.grad_clip)

@@ -82,9 +82,10 @@ def test_vocabulary_words_are_single_tokens(policy: HFPolicy) -> None:
 def test_words_are_matched_only_when_not_glued_to_letters(policy: HFPolicy) -> None:
     tokens = policy.tokenizer.convert_ids_to_tokens(policy.encode("research search_tool seas"))
     assert tokens[:8] == list("research")
-    # a word keeps its leading space in one token (" search"), as BPE vocabularies do
-    assert tokens[8:11] == [" search", "_", "tool"]
-    assert tokens[11:] == [" ", *"seas"]
+    # a space is its own token, so a word is the same token after a space or a bracket
+    assert tokens[8:12] == [" ", "search", "_", "tool"]
+    assert tokens[12:] == [" ", *"seas"]
+    assert policy.encode("[search") == policy.encode("[") + policy.encode("search")
 
 
 def test_digits_are_single_characters() -> None:
@@ -116,7 +117,7 @@ _ROUND_TRIP_TOKENIZER = build_tokenizer(WORDS)
 def test_vocabulary_from_env_and_bad_vocabularies() -> None:
     tokenizer = build_tokenizer(FakeEnv(["alpha", "beta"]))
     ids = tokenizer.encode("alpha beta", add_special_tokens=False)
-    assert tokenizer.convert_ids_to_tokens(ids) == ["alpha", " beta"]
+    assert tokenizer.convert_ids_to_tokens(ids) == ["alpha", " ", "beta"]
     with pytest.raises(TypeError, match="iterable of words"):
         build_tokenizer("alpha beta")
     with pytest.raises(TypeError, match="must be str; got int"):

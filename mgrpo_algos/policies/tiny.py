@@ -159,11 +159,9 @@ def build_tokenizer(vocabulary: Any) -> PreTrainedTokenizerFast:
         chat template.
     """
     words = resolve_vocabulary(vocabulary)
-    # Each word also gets a token with its leading space (" harbor"), as byte-level BPE
-    # vocabularies have: text then costs about one token per word instead of two.
-    spaced = [" " + w for w in words if w[0].isalnum()]
-    spaced += [" " + c for c in CHARACTERS if c.isalnum()]
-    words = words + spaced
+    # Words carry no leading space: a space is its own token, so a word is the same
+    # token wherever it stands ("film Burning" and "search[Burning"), and copying a
+    # name from an observation into a tool call is an identity copy.
     tokens = list(SPECIAL_TOKENS) + list(CHARACTERS) + words
     vocab = {token: index for index, token in enumerate(tokens)}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))

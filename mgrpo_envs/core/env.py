@@ -179,6 +179,8 @@ class HierarchicalToolEnv(AECEnv):
     def _sub_registry(self, role: str) -> ToolRegistry:
         assert self.episode is not None
         tools = self.episode.tools(role)
+        if role in self.task.calculator_roles:
+            tools.append(self._main_tools["calculate"])
         tools.append(Tool(RETURN_TOOL, ("result",), "give your result to main and stop", str))
         return ToolRegistry(tools)
 
@@ -338,6 +340,8 @@ class HierarchicalToolEnv(AECEnv):
         self._call = Conversation(role, invocation, subtask=subtask)
         self._calls.append(self._call)
         self._main.events.append(ToolEvent(call, "", True))
+        assert self.episode is not None
+        self.episode.begin_call(role, subtask)
         self._say(role, self._sub_intro(role, subtask), new=True)
         self.agent_selection = role
 
@@ -526,6 +530,7 @@ class HierarchicalToolEnv(AECEnv):
         for text in (
             *sub_help,
             "You are the main agent. Question: Tools: Reply with one tool call.",
+            f"You are the Task: {RETURN_TOOL} give your result to main and stop",
             tool_help(self._main_codec, list(self._main_tools.values())),
             "returned: stopped without a result turn budget exhausted context error unknown role",
             "idle: no subtask yet episode over answered",

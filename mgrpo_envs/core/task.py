@@ -76,6 +76,15 @@ class Episode(ABC):
         ``fact`` is None (the subtask matches nothing) it returns at once.
         """
 
+    def begin_call(self, role: str, subtask: str) -> None:
+        """Called by the env when a call of sub-agent ``role`` starts (default: nothing).
+
+        Tools that keep state within one call (a browser's current page and its
+        back history) reset it here, so that every call starts from the same place
+        whatever the previous call did.
+        """
+        return None  # a hook, not an abstract method: most tasks have no per-call state
+
     def match_fact(self, role: str, subtask: str) -> Fact | None:
         """The fact of ``role`` that a free-text subtask asks for, by word overlap.
 
@@ -112,6 +121,9 @@ class Task(ABC):
     roles: tuple[str, ...]
     #: One line per role for main's prompt ("finds facts in a document collection").
     role_descriptions: dict[str, str]
+    #: Sub-agent roles that also get main's calculator, ``calculate[expression]``. The env
+    #: adds it, so that the single-agent view, which has main's tools, holds it only once.
+    calculator_roles: tuple[str, ...] = ()
 
     @abstractmethod
     def sample(self, rng: np.random.Generator) -> Episode:

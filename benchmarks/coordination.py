@@ -1,0 +1,633 @@
+"""Coordination: M-GRPO vs main-only vs single-agent GRPO on research_v0, per seed.
+
+The comparison of arXiv 2511.13288 (sec. 4) at tiny scale. Every arm starts from an
+SFT warm start on the scripted expert's demonstrations and trains for the same
+number of environment episodes (steps x queries x group):
+
+    mgrpo      ``MGRPOTrainer(algo="mgrpo")``: main and searcher each trained
+    main-only  ``MGRPOTrainer(algo="main-only")``: the searcher frozen at its warm start
+    single     ``GRPOTrainer(view="single")``: one policy with every tool, no delegation
+    shared     (only with ``--arms``) ``MGRPOTrainer(algo="shared")``: one model, every role
+
+Warm starts (same tiny size, SFT settings and expert episodes for each): ``multi``
+(one policy per role of the AEC env, saved as ``multi/<role>/``; mgrpo and
+main-only), ``single`` (one policy on the single-agent view's demonstrations) and
+``shared`` (one policy on every role's demonstrations). They are trained once per
+benchmark run, cached in ``OUT/warm_start`` (retrained when their recorded settings
+differ) or read from ``--warm-start-dir`` (used as they are; missing ones are
+trained there).
+
+Evaluation: held-out env seeds from 1_000_000 (never demonstrations, never training
+queries), sampling at temperature 1 with one fixed generator for every arm and
+seed, before training (once per warm start), every ``--eval-every`` steps, and at
+the end; success rates with 95% Wilson intervals. Training seed k draws the same
+training queries in every arm.
+
+    python benchmarks/coordination.py                               # full: hours on 2 cores
+    python benchmarks/coordination.py --preset cpu-small --jobs 2   # under an hour, 2 cores
+    python benchmarks/coordination.py --quick                       # a minute or two
+    python benchmarks/coordination.py --arms mgrpo shared --seeds 0 --steps 4
+
+``--jobs N`` runs N (arm, seed) runs (and warm starts) at once in spawned processes,
+each with ``--threads`` torch threads (default 1). Written to ``--out``:
+``results.json`` (settings, warm starts, per arm and seed: evaluations with 95%
+intervals, the per-step training curve, episodes, seconds), ``coordination.png``
+(training success per step, mean over seeds with a min-max band; final evaluation
+per seed with its 95% interval) and ``<arm>/seed<k>/metrics.jsonl``. The last line
+of output is one JSON object: ``success`` and ``ci95`` per arm and seed, the mean
+and the pooled interval per arm, and the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mgrpo_algos.grpo import GRPOConfig, GRPOTrainer, make_env_fn
+from mgrpo_algos.metrics import emit, format_rate, wilson_interval
+from mgrpo_algos.mgrpo import MGRPOConfig, MGRPOTrainer
+from mgrpo_algos.policies import HFPolicy
+from mgrpo_algos.rollout import RolloutConfig, RolloutEngine
+from mgrpo_algos.sft import SFTConfig, warm_start
+
+ENV = "research_v0"
+EVAL_SEED0 = 1_000_000  # held out: demonstrations use seeds 0.., training draws at random
+EVAL_SAMPLING_SEED = 12345  # one sampling generator for every evaluation
+ARMS = ("mgrpo", "main-only", "single", "shared")
+WARM_START_OF = {"mgrpo": "multi", "main-only": "multi", "single": "single", "shared": "shared"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one benchmark run does (a preset, with command-line overrides).
+
+    Attributes:
+        difficulty: research_v0's ``difficulty``.
+        size: Tiny model size of every warm start.
+        sft_episodes: Expert episodes each warm start is trained on.
+        sft_epochs: Passes over them.
+        sft_lr: SFT learning rate.
+        sft_batch_tokens: Padded tokens per SFT step.
+        steps: RL steps of every arm.
+        queries: Queries per step.
+        group: Rollouts per query.
+        lr: RL learning rate.
+        loss: RL ``loss_type``.
+        max_new_tokens: Tokens per agent turn (training and evaluation).
+        eval_episodes: Held-out episodes per evaluation.
+        eval_every: Steps between evaluations during training (0: start and end only).
+        seeds: Training seeds, each run once per arm.
+        arms: Arms to run (``mgrpo``, ``main-only``, ``single``, ``shared``).
+    """
+
+    difficulty: str = "medium"
+    size: str = "small"
+    sft_episodes: int = 600
+    sft_epochs: int = 3
+    sft_lr: float = 1e-3
+    sft_batch_tokens: int = 1024
+    steps: int = 30
+    queries: int = 8
+    group: int = 8
+    lr: float = 1e-4
+    loss: str = "dapo"
+    max_new_tokens: int = 40
+    eval_episodes: int = 200
+    eval_every: int = 0
+    seeds: tuple[int, ...] = (0, 1, 2)
+    arms: tuple[str, ...] = ("mgrpo", "main-only", "single")
+
+    def __post_init__(self) -> None:
+        unknown = [a for a in self.arms if a not in ARMS]
+        if unknown or not self.arms:
+            raise ValueError(f"arms must be some of {list(ARMS)}, got {list(self.arms)}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct and at least one, got {list(self.seeds)}")
+        for name in ("sft_episodes", "sft_epochs", "steps", "queries", "eval_episodes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.group < 2 or self.eval_every < 0:
+            raise ValueError(
+                f"group must be >= 2 and eval_every >= 0, got {self.group}, {self.eval_every}"
+            )
+
+    @property
+    def env_kwargs(self) -> dict[str, Any]:
+        return {"difficulty": self.difficulty}
+
+    @property
+    def episodes_per_run(self) -> int:
+        """Environment episodes every arm trains on (the equal budget)."""
+        return self.steps * self.queries * self.group
+
+    def sft_key(self) -> dict[str, Any]:
+        """What a warm start depends on: reused only when this matches."""
+        return {
+            "env": ENV,
+            "difficulty": self.difficulty,
+            "size": self.size,
+            "episodes": self.sft_episodes,
+            "epochs": self.sft_epochs,
+            "lr": self.sft_lr,
+            "max_batch_tokens": self.sft_batch_tokens,
+        }
+
+    def eval_key(self) -> str:
+        return f"{ENV}/{self.difficulty}/n{self.eval_episodes}/t{self.max_new_tokens}"
+
+
+PRESETS = {
+    "full": Settings(),
+    # with --jobs 2: about 15 min on 2 idle cores, 45 min when other work takes 2/3 of
+    # them (from one step of 4 x 8 episodes: 11 s CPU main-only, 16 s single, 21 s mgrpo)
+    "cpu-small": Settings(sft_episodes=300, sft_epochs=2, steps=8, queries=4, eval_episodes=100),
+    "quick": Settings(
+        size="micro",
+        sft_episodes=8,
+        sft_epochs=1,
+        steps=2,
+        queries=2,
+        group=4,
+        eval_episodes=4,
+        seeds=(0,),
+    ),
+}
+
+
+# --------------------------------------------------------------------------- evaluation
+def worker_setup(threads: int) -> None:
+    """Each task's process: ``threads`` torch threads, no weight-loading progress bars."""
+    from transformers.utils import logging as hf_logging
+
+    torch.set_num_threads(threads)
+    hf_logging.disable_progress_bar()
+
+
+def evaluate(env_fn: Callable[[], Any], policies: dict[str, HFPolicy], s: Settings) -> dict:
+    """Success on the held-out seeds at temperature 1, with its 95% Wilson interval."""
+    engine = RolloutEngine(
+        env_fn, policies, RolloutConfig(max_new_tokens=s.max_new_tokens, temperature=1.0)
+    )
+    n = s.eval_episodes
+    with torch.no_grad():
+        res = engine.collect(
+            list(range(EVAL_SEED0, EVAL_SEED0 + n)),
+            group_size=1,
+            generator=torch.Generator().manual_seed(EVAL_SAMPLING_SEED),
+        )
+    wins = sum(e.correct for e in res.episodes)
+    return {
+        "success": wins / n,
+        "ci95": list(wilson_interval(wins, n)),
+        "wins": wins,
+        "episodes": n,
+        "seconds": res.wall_seconds,
+    }
+
+
+# --------------------------------------------------------------------------- warm starts
+def warm_env_fn(kind: str, s: Settings) -> Callable[[], Any]:
+    """The env a warm start is trained and evaluated on: the single view or the AEC env."""
+    return make_env_fn(ENV, s.env_kwargs, "single" if kind == "single" else "shared")
+
+
+def warm_start_ready(kind: str, path: Path, roles: Iterable[str]) -> bool:
+    """Whether ``path`` holds a saved warm start of ``kind``."""
+    if kind == "multi":
+        return all((path / role / "config.json").is_file() for role in roles)
+    return (path / "config.json").is_file()
+
+
+def fresh_policies(kind: str, env: Any, size: str) -> dict[str, HFPolicy]:
+    roles = list(env.possible_agents)
+    if kind == "multi":
+        return {r: HFPolicy.tiny(env, size=size, seed=i) for i, r in enumerate(roles)}
+    one = HFPolicy.tiny(env, size=size, seed=0)
+    return {r: one for r in roles}
+
+
+def load_warm_start(kind: str, path: Path, roles: Iterable[str]) -> dict[str, HFPolicy]:
+    if kind == "multi":
+        return {r: HFPolicy.load(path / r) for r in roles}
+    one = HFPolicy.load(path)
+    return {r: one for r in roles}
+
+
+def save_warm_start(kind: str, policies: dict[str, HFPolicy], path: Path) -> None:
+    if kind == "multi":
+        for role, policy in policies.items():
+            policy.save(path / role)
+    else:
+        policies["main"].save(path)
+
+
+def prepare_warm_start(kind: str, s: Settings, directory: str, train: bool, threads: int) -> dict:
+    """Trains the warm start ``kind`` (when asked) and evaluates it; cached in ``kind.json``.
+
+    Runs in a worker process: the returned record is what ``results.json`` keeps.
+    """
+    worker_setup(threads)
+    path, meta_path = Path(directory) / kind, Path(directory) / f"{kind}.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() and not train else {}
+    env_fn = warm_env_fn(kind, s)
+    roles = list(env_fn().possible_agents)
+    if train:
+        print(f"[warm start {kind}] SFT on {s.sft_episodes} expert episodes ...", flush=True)
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        policies = fresh_policies(kind, env_fn(), s.size)
+        cfg = SFTConfig(
+            episodes=s.sft_episodes,
+            epochs=s.sft_epochs,
+            lr=s.sft_lr,
+            max_batch_tokens=s.sft_batch_tokens,
+        )
+        history = warm_start(env_fn, policies, cfg, progress=False)
+        shutil.rmtree(path, ignore_errors=True)
+        save_warm_start(kind, policies, path)
+        meta = {
+            "sft": s.sft_key(),
+            "sft_seconds": time.perf_counter() - t0,
+            "sft_cpu_seconds": time.process_time() - cpu0,
+            "final_loss": {k: v[-1] for k, v in history.items()},
+        }
+    evals = meta.setdefault("evals", {})
+    if s.eval_key() not in evals:
+        evals[s.eval_key()] = evaluate(env_fn, load_warm_start(kind, path, roles), s)
+    meta_path.write_text(json.dumps(meta, indent=2))
+    start = evals[s.eval_key()]
+    print(f"[warm start {kind}] {format_rate(start['wins'], start['episodes'])}", flush=True)
+    return {"kind": kind, "path": str(path), "trained_now": train, **meta, "start": start}
+
+
+def warm_starts_to_train(s: Settings, directory: Path, cache: bool) -> dict[str, bool]:
+    """Warm start kind -> whether it must be trained now.
+
+    In the cache (``cache=True``) a warm start is retrained when its recorded SFT
+    settings differ from ``s``; in a directory the user named it is used as it is.
+    """
+    out = {}
+    for kind in dict.fromkeys(WARM_START_OF[a] for a in s.arms):
+        roles = warm_env_fn(kind, s)().possible_agents
+        ready = warm_start_ready(kind, directory / kind, roles)
+        meta_path = directory / f"{kind}.json"
+        recorded = json.loads(meta_path.read_text()).get("sft") if meta_path.is_file() else None
+        if ready and recorded != s.sft_key():
+            if cache:
+                ready = False
+            else:
+                print(f"note: using {directory / kind} as it is (SFT settings: {recorded})")
+        out[kind] = not ready
+    return out
+
+
+# --------------------------------------------------------------------------- one run
+def make_trainer(arm: str, seed: int, s: Settings, warm_dir: Path, run_dir: Path) -> Any:
+    common = {
+        "env": ENV,
+        "env_kwargs": s.env_kwargs,
+        "steps": s.steps,
+        "queries_per_step": s.queries,
+        "group_size": s.group,
+        "max_new_tokens": s.max_new_tokens,
+        "lr": s.lr,
+        "loss_type": s.loss,
+        "seed": seed,
+        "checkpoint_every": 0,
+    }
+    model = str(warm_dir / WARM_START_OF[arm])
+    if arm == "single":
+        return GRPOTrainer(GRPOConfig(view="single", model=model, **common), out_dir=run_dir)
+    return MGRPOTrainer(MGRPOConfig(algo=arm, model=model, **common), out_dir=run_dir)
+
+
+def trained_policies(trainer: Any) -> dict[str, HFPolicy]:
+    if isinstance(trainer, GRPOTrainer):
+        return {role: trainer.policy for role in trainer.roles}
+    return dict(trainer.policies)
+
+
+def curve_point(m: dict[str, Any]) -> dict[str, Any]:
+    keys = ("step", "episodes", "success_rate", "reward/main/mean", "reward/sub/mean")
+    return {**{k: m.get(k) for k in keys}, "seconds": m["perf/step_seconds"]}
+
+
+def run_arm(arm: str, seed: int, s: Settings, warm_dir: str, out: str, threads: int) -> dict:
+    """Trains one arm from its warm start for ``s.steps`` steps and evaluates it.
+
+    Runs in a worker process. ``<out>/<arm>/seed<seed>/metrics.jsonl`` gets the
+    trainer's metrics of every step.
+    """
+    worker_setup(threads)
+    run_dir = Path(out) / arm / f"seed{seed}"
+    shutil.rmtree(run_dir, ignore_errors=True)  # the metrics writer appends
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    trainer = make_trainer(arm, seed, s, Path(warm_dir), run_dir)
+    curve, evals = [], []
+    for _ in range(s.steps):
+        m = trainer.train_step()
+        trainer.writer.write(m)
+        curve.append(curve_point(m))
+        print(
+            f"[{arm} seed {seed}] step {m['step']}/{s.steps} success {m['success_rate']:.3f} "
+            f"reward {m['reward/main/mean']:.3f} ({m['perf/step_seconds']:.0f} s)",
+            flush=True,
+        )
+        if s.eval_every and m["step"] % s.eval_every == 0 and m["step"] < s.steps:
+            evals.append(
+                {"step": m["step"], **evaluate(trainer.env_fn, trained_policies(trainer), s)}
+            )
+    end = evaluate(trainer.env_fn, trained_policies(trainer), s)
+    evals.append({"step": s.steps, **end})
+    return {
+        "arm": arm,
+        "seed": seed,
+        "end": end,
+        "evals": evals,
+        "curve": curve,
+        "episodes": trainer.step_idx * s.queries * s.group,
+        "wall_seconds": time.perf_counter() - wall0,
+        "cpu_seconds": time.process_time() - cpu0,
+    }
+
+
+# --------------------------------------------------------------------------- scheduling
+class InlineExecutor(Executor):
+    """Runs tasks one at a time in this process, in submission order (``--jobs 1``)."""
+
+    def __init__(self) -> None:
+        self.queue: deque[tuple[Future, Callable[..., Any], tuple, dict]] = deque()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        self.queue.append((future, fn, args, kwargs))
+        return future
+
+    def run_next(self) -> None:
+        """Runs the oldest waiting task; its future holds the result or the exception."""
+        future, fn, args, kwargs = self.queue.popleft()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # handed to the caller through the future
+            future.set_exception(exc)
+
+
+def make_executor(jobs: int, threads: int) -> Executor:
+    torch.set_num_threads(threads)
+    if jobs == 1:
+        return InlineExecutor()
+    return ProcessPoolExecutor(jobs, mp_context=get_context("spawn"))
+
+
+def run_all(
+    s: Settings,
+    train: dict[str, bool],
+    paths: tuple[Path, Path],
+    jobs: int,
+    threads: int,
+    on_done: Callable[[str, dict[str, dict], list[dict]], None],
+) -> tuple[dict[str, dict], list[dict]]:
+    """Warm starts, then every (arm, seed) run as soon as its warm start is ready.
+
+    Returns:
+        Warm start kind -> its record, and the records of the runs.
+    """
+    out, warm_dir = paths
+    warm: dict[str, dict] = {}
+    runs: list[dict] = []
+    pool = make_executor(jobs, threads)
+    try:
+        pending = {
+            pool.submit(prepare_warm_start, kind, s, str(warm_dir), need, threads): kind
+            for kind, need in train.items()
+        }
+        while pending:
+            if isinstance(pool, InlineExecutor):
+                pool.run_next()
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                kind = pending.pop(future)
+                record = future.result()
+                if kind is None:
+                    runs.append({**record, "start": warm[WARM_START_OF[record["arm"]]]["start"]})
+                    label = f"{record['arm']} seed {record['seed']}"
+                else:
+                    label = f"warm start {kind}"
+                    warm[kind] = record
+                    for seed in s.seeds:
+                        for arm in (a for a in s.arms if WARM_START_OF[a] == kind):
+                            args = (arm, seed, s, str(warm_dir), str(out), threads)
+                            pending[pool.submit(run_arm, *args)] = None
+                on_done(label, warm, runs)
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return warm, runs
+
+
+# --------------------------------------------------------------------------- report
+def by_arm(s: Settings, runs: list[dict]) -> dict[str, list[dict]]:
+    """Arm -> its finished runs, by seed."""
+    out = {
+        arm: sorted((r for r in runs if r["arm"] == arm), key=lambda r: r["seed"]) for arm in s.arms
+    }
+    return {arm: rs for arm, rs in out.items() if rs}
+
+
+def summarise(s: Settings, warm: dict[str, dict], runs: list[dict]) -> dict[str, Any]:
+    """Final success and 95% interval per arm and seed; mean and pooled interval per arm."""
+    out: dict[str, Any] = {"success": {}, "ci95": {}, "mean": {}, "pooled_ci95": {}, "start": {}}
+    for arm, rs in by_arm(s, runs).items():
+        out["success"][arm] = {str(r["seed"]): r["end"]["success"] for r in rs}
+        out["ci95"][arm] = {str(r["seed"]): r["end"]["ci95"] for r in rs}
+        out["mean"][arm] = float(np.mean([r["end"]["success"] for r in rs]))
+        wins, n = sum(r["end"]["wins"] for r in rs), sum(r["end"]["episodes"] for r in rs)
+        out["pooled_ci95"][arm] = list(wilson_interval(wins, n))
+        out["start"][arm] = warm[WARM_START_OF[arm]]["start"]["success"]
+    return out
+
+
+def print_table(s: Settings, warm: dict[str, dict], runs: list[dict]) -> None:
+    print()
+    print(f"{'warm start':<12}{'success at start (95%)':<36}{'SFT s':>8}")
+    for kind, w in warm.items():
+        rate = format_rate(w["start"]["wins"], w["start"]["episodes"])
+        print(f"{kind:<12}{rate:<36}{w.get('sft_seconds', float('nan')):>8.0f}")
+    print()
+    head = f"{'arm':<11}{'seed':>5}  {'final success (95%)':<34}{'train first->last':>18}"
+    print(head + f"{'episodes':>10}{'min':>7}")
+    for arm, rs in by_arm(s, runs).items():
+        for r in rs:
+            rate = format_rate(r["end"]["wins"], r["end"]["episodes"])
+            first, last = r["curve"][0]["success_rate"], r["curve"][-1]["success_rate"]
+            print(
+                f"{arm:<11}{r['seed']:>5}  {rate:<34}{first:>9.3f} ->{last:>6.3f}"
+                f"{r['episodes']:>10}{r['wall_seconds'] / 60:>7.1f}"
+            )
+        wins, n = sum(r["end"]["wins"] for r in rs), sum(r["end"]["episodes"] for r in rs)
+        print(f"{arm:<11}{'all':>5}  {format_rate(wins, n):<34}")
+    print()
+
+
+def plot(s: Settings, warm: dict[str, dict], runs: list[dict], path: Path) -> bool:
+    """Training success per step (mean over seeds, min-max band) and final evaluations."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("note: matplotlib is not installed (pip install -e '.[bench]'): no plot")
+        return False
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), width_ratios=(3, 2))
+    for i, (arm, rs) in enumerate(by_arm(s, runs).items()):
+        color = f"C{i}"
+        curves = np.array([[p["success_rate"] for p in r["curve"]] for r in rs])  # (S, steps)
+        # a step's success is that of the episodes it collects before its update
+        x = np.array([p["episodes"] for p in rs[0]["curve"]]) - s.queries * s.group  # (steps,)
+        left.plot(x, curves.mean(0), ".-", color=color, label=f"{arm} (train)")
+        left.fill_between(x, curves.min(0), curves.max(0), color=color, alpha=0.2)
+        start = warm[WARM_START_OF[arm]]["start"]
+        ex = [0] + [e["step"] * s.queries * s.group for e in rs[0]["evals"]]
+        ey = [start["success"]] + list(
+            np.mean([[e["success"] for e in r["evals"]] for r in rs], axis=0)
+        )
+        left.plot(ex, ey, "o--", color=color, mfc="none", label=f"{arm} (held-out eval)")
+        lo, hi = start["ci95"]
+        right.errorbar(
+            [i - 0.3],
+            [start["success"]],
+            yerr=[[start["success"] - lo], [hi - start["success"]]],
+            fmt="s",
+            mfc="none",
+            color=color,
+            capsize=3,
+        )
+        for j, r in enumerate(rs):
+            y, (lo, hi) = r["end"]["success"], r["end"]["ci95"]
+            xj = i + (j - (len(rs) - 1) / 2) * 0.15
+            right.errorbar([xj], [y], yerr=[[y - lo], [hi - y]], fmt="o", color=color, capsize=3)
+    left.set(xlabel="episodes trained on", ylabel="success rate", title="training (per step)")
+    left.set_ylim(bottom=-0.01, top=max(0.05, left.get_ylim()[1]))
+    left.legend(fontsize=7)
+    arms = list(by_arm(s, runs))
+    right.set_xticks(range(len(arms)), arms)
+    right.set(
+        ylabel="success rate",
+        title=f"held-out eval, {s.eval_episodes} episodes, 95% CI\n(square: warm start; dot: seed)",
+    )
+    fig.suptitle(f"{ENV} ({s.difficulty}), tiny-{s.size}, {s.episodes_per_run} episodes per run")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+# --------------------------------------------------------------------------- main
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", choices=["full", "cpu-small"], default="full")
+    p.add_argument("--quick", action="store_true", help="micro models, 2 steps, 1 seed")
+    p.add_argument("--arms", nargs="+", choices=ARMS)
+    p.add_argument("--seeds", type=int, nargs="+")
+    p.add_argument("--difficulty", choices=["easy", "medium", "hard"])
+    p.add_argument("--size", choices=["micro", "small", "base"])
+    p.add_argument("--loss", choices=["grpo", "dr_grpo", "dapo", "gspo"])
+    for name, kind in (
+        ("sft-episodes", int),
+        ("sft-epochs", int),
+        ("steps", int),
+        ("queries", int),
+        ("group", int),
+        ("lr", float),
+        ("eval-episodes", int),
+        ("eval-every", int),
+    ):
+        p.add_argument(f"--{name}", type=kind)
+    p.add_argument("--jobs", type=int, default=2, help="runs at once, in spawned processes")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    p.add_argument("--out", default=None, help="default: runs/coordination(-quick)")
+    p.add_argument("--warm-start-dir", default=None, help="holds multi/<role>/, single/ ...")
+    return p.parse_args(argv)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    preset = PRESETS["quick" if args.quick else args.preset]
+    overrides = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(Settings)
+        if getattr(args, f.name, None) is not None
+    }
+    for name in ("arms", "seeds"):
+        if name in overrides:
+            overrides[name] = tuple(overrides[name])
+    return dataclasses.replace(preset, **overrides)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.jobs < 1 or args.threads < 1:
+        raise ValueError(f"--jobs and --threads must be >= 1, got {args.jobs}, {args.threads}")
+    s = settings_from(args)
+    preset = "quick" if args.quick else args.preset
+    out = Path(args.out or ("runs/coordination-quick" if args.quick else "runs/coordination"))
+    warm_dir = Path(args.warm_start_dir) if args.warm_start_dir else out / "warm_start"
+    out.mkdir(parents=True, exist_ok=True)
+    warm_dir.mkdir(parents=True, exist_ok=True)
+    train = warm_starts_to_train(s, warm_dir, cache=args.warm_start_dir is None)
+    total = len(s.arms) * len(s.seeds)
+    print(
+        f"{preset}: arms {list(s.arms)}, seeds {list(s.seeds)}, {s.episodes_per_run} episodes "
+        f"per run; warm starts to train: {[k for k, v in train.items() if v] or 'none'}",
+        flush=True,
+    )
+    t0 = time.perf_counter()
+    record: dict[str, Any] = {
+        "benchmark": "coordination",
+        "preset": preset,
+        "env": ENV,
+        "settings": dataclasses.asdict(s),
+        "episodes_per_run": s.episodes_per_run,
+        "jobs": args.jobs,
+        "threads": args.threads,
+    }
+
+    def save(label: str, warm: dict[str, dict], runs: list[dict]) -> None:
+        minutes = (time.perf_counter() - t0) / 60
+        print(f"-- {label} done ({len(runs)}/{total} runs), {minutes:.1f} min", flush=True)
+        record.update(warm_starts=warm, runs=runs, seconds=time.perf_counter() - t0)
+        (out / "results.json").write_text(json.dumps(record, indent=2))
+
+    warm, runs = run_all(s, train, (out, warm_dir), args.jobs, args.threads, save)
+    record["seconds"] = time.perf_counter() - t0
+    (out / "results.json").write_text(json.dumps(record, indent=2))
+    plotted = plot(s, warm, runs, out / "coordination.png")
+    print_table(s, warm, runs)
+    summary = summarise(s, warm, runs)
+    emit(
+        {
+            **{k: v for k, v in record.items() if k not in ("warm_starts", "runs")},
+            **summary,
+            "sft_seconds": {k: w.get("sft_seconds") for k, w in warm.items()},
+            "seconds": time.perf_counter() - t0,
+            "results": str(out / "results.json"),
+            "plot": str(out / "coordination.png") if plotted else None,
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()

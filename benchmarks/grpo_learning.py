@@ -1,0 +1,181 @@
+"""GRPO learns: success before and after a CPU-time budget of training, per seed.
+
+One shared tiny policy plays every role of ``research_v0`` (the AEC env, ``view=shared``).
+It starts from the SFT warm start (``--warm-start DIR``, a policy directory as
+``benchmarks/sft_warm_start.py --shared --save DIR`` writes; without it one is trained
+here first), is evaluated on held-out episodes at temperature 1, trained with GRPO
+until its process has used ``--cpu-minutes`` of CPU time, and evaluated again on the
+same episodes. Each seed seeds the training queries and the sampling; the start and
+end evaluations use the same held-out env seeds for every seed.
+
+    python benchmarks/grpo_learning.py --warm-start runs/sft-easy/main   # 3 seeds
+    python benchmarks/grpo_learning.py --quick                           # a minute
+
+CPU time (``time.process_time``) is the budget, so that runs sharing a machine are
+charged for what they use, not for waiting. The last line of output is one JSON
+object: per seed the start and end success rates with 95% Wilson intervals, the
+steps and episodes trained, and whether the intervals are disjoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+import mgrpo_envs
+from mgrpo_algos.grpo import GRPOConfig, GRPOTrainer
+from mgrpo_algos.metrics import emit, format_rate, wilson_interval
+from mgrpo_algos.policies import HFPolicy
+from mgrpo_algos.rollout import RolloutConfig, RolloutEngine
+from mgrpo_algos.sft import SFTConfig, warm_start
+
+EVAL_SEED0 = 1_000_000  # held-out: demonstrations use seeds 0.., training draws at random
+
+
+def evaluate(env_fn, policy: HFPolicy, episodes: int, max_new_tokens: int) -> dict:
+    """Success of ``policy`` playing every role on the held-out seeds, at temperature 1."""
+    roles = env_fn().possible_agents
+    engine = RolloutEngine(
+        env_fn,
+        {r: policy for r in roles},
+        RolloutConfig(max_new_tokens=max_new_tokens, temperature=1.0),
+    )
+    res = engine.collect(
+        list(range(EVAL_SEED0, EVAL_SEED0 + episodes)),
+        group_size=1,
+        generator=torch.Generator().manual_seed(12345),
+    )
+    wins = sum(e.correct for e in res.episodes)
+    lo, hi = wilson_interval(wins, episodes)
+    return {"success": wins / episodes, "ci95": [lo, hi], "text": format_rate(wins, episodes)}
+
+
+def train_warm_start(env_fn, args) -> Path:
+    """SFT of one shared policy on expert episodes; returns its saved directory."""
+    policy = HFPolicy.tiny(env_fn(), size=args.size, seed=0)
+    roles = env_fn().possible_agents
+    cfg = SFTConfig(
+        episodes=20 if args.quick else 600,
+        epochs=1 if args.quick else 3,
+        lr=1e-3,
+        max_batch_tokens=1024,
+    )
+    warm_start(env_fn, {r: policy for r in roles}, cfg, progress=False)
+    path = Path(args.out) / "warm_start"
+    policy.save(path)
+    return path
+
+
+def run_seed(seed: int, warm: Path, env_fn, args) -> dict:
+    """Evaluate, train for the CPU budget, evaluate; one seed."""
+    policy = HFPolicy.load(warm)
+    start = evaluate(env_fn, policy, args.episodes, args.max_new_tokens)
+    config = GRPOConfig(
+        env="research_v0",
+        env_kwargs={"difficulty": args.difficulty},
+        view="shared",
+        model=str(warm),
+        steps=10_000,  # the CPU budget ends the run
+        queries_per_step=args.queries,
+        group_size=args.group,
+        max_new_tokens=args.max_new_tokens,
+        lr=args.lr,
+        loss_type=args.loss,
+        seed=seed,
+        checkpoint_every=0,
+    )
+    out = Path(args.out) / f"seed{seed}"
+    trainer = GRPOTrainer(config, out_dir=out, policy=policy)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    budget = args.cpu_minutes * 60
+    curve = []
+    while time.process_time() - cpu0 < budget:
+        m = trainer.train_step()
+        trainer.writer.write(m)
+        curve.append(m["success_rate"])
+        print(
+            f"seed {seed} step {m['step']:>3} success {m['success_rate']:.3f} "
+            f"reward {m['reward/main/mean']:.3f} cpu {time.process_time() - cpu0:.0f}s",
+            flush=True,
+        )
+    cpu_s, wall_s = time.process_time() - cpu0, time.perf_counter() - wall0
+    trainer.save_checkpoint()
+    end = evaluate(env_fn, policy, args.episodes, args.max_new_tokens)
+    return {
+        "seed": seed,
+        "start": start,
+        "end": end,
+        "steps": trainer.step_idx,
+        "episodes_trained": trainer.step_idx * config.episodes_per_step,
+        "cpu_seconds": cpu_s,
+        "wall_seconds": wall_s,
+        "disjoint": end["ci95"][0] > start["ci95"][1],
+        "train_success_curve": curve,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--warm-start", default=None, help="saved policy directory")
+    parser.add_argument("--difficulty", default="easy")
+    parser.add_argument("--size", default="small", help="tiny size when training a warm start")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--cpu-minutes", type=float, default=None)
+    parser.add_argument("--episodes", type=int, default=None, help="evaluation episodes")
+    parser.add_argument("--queries", type=int, default=8)
+    parser.add_argument("--group", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=40)
+    parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument("--loss", default="dapo")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--out", default="runs/grpo_learning")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.cpu_minutes = args.cpu_minutes or (0.3 if args.quick else 20.0)
+    args.episodes = args.episodes or (20 if args.quick else 200)
+    if args.quick:
+        args.queries, args.group = 2, 4
+
+    def env_fn():
+        return mgrpo_envs.make("research_v0", difficulty=args.difficulty)
+
+    warm = Path(args.warm_start) if args.warm_start else train_warm_start(env_fn, args)
+    results = []
+    for seed in args.seeds:
+        r = run_seed(seed, warm, env_fn, args)
+        results.append(r)
+        print(
+            f"seed {seed}: {r['start']['text']} -> {r['end']['text']} after {r['steps']} steps "
+            f"({r['episodes_trained']} episodes, {r['cpu_seconds'] / 60:.1f} CPU min)",
+            flush=True,
+        )
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "results.json").write_text(json.dumps(results, indent=2))
+    emit(
+        {
+            "benchmark": "grpo_learning",
+            "env": "research_v0",
+            "difficulty": args.difficulty,
+            "warm_start": str(warm),
+            "cpu_minutes": args.cpu_minutes,
+            "eval_episodes": args.episodes,
+            "config": {
+                "queries": args.queries,
+                "group": args.group,
+                "lr": args.lr,
+                "loss": args.loss,
+                "max_new_tokens": args.max_new_tokens,
+            },
+            "seeds": [{k: v for k, v in r.items() if k != "train_success_curve"} for r in results],
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
