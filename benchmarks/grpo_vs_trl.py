@@ -19,8 +19,12 @@ Three measurements, in one process on one machine:
    uses (its env-driven collection cannot take fixed 128-token prompts):
    ``HFPolicy.generate`` (batched KV-cache sampling; its sampling log-probs are the
    old log-probs) -> reward -> ``group_advantages`` -> ``Trajectory`` records ->
-   ``collate`` -> ``HFPolicy.logprobs`` -> ``policy_loss`` -> backward -> clip ->
-   ``AdamW.step``; see :func:`single_turn_step`, timed as a whole.
+   ``collate`` -> ``HFPolicy.logprobs_shared_prefix`` -> ``policy_loss`` -> backward
+   -> clip -> ``AdamW.step``; see :func:`single_turn_step`, timed as a whole. The
+   learner's default ``shared_prefix=True``: ours trains each group's prompt once
+   (its keys and values are shared by the group's completions, with the same
+   log-probs and gradients as full sequences), where TRL runs every completion's
+   full sequence (prompt and completion) through forward and backward.
 
    *TRL* is ``trl.GRPOTrainer`` with a ``GRPOConfig`` that makes one optimiser step
    one generation batch of 32 completions (``per_device_train_batch_size=32``,
@@ -86,6 +90,7 @@ import torch
 import mgrpo_envs
 from mgrpo_algos.buffer import Trajectory, collate, minibatches
 from mgrpo_algos.functional import group_advantages, policy_loss
+from mgrpo_algos.grpo import chunk_logprobs, group_minibatches
 from mgrpo_algos.metrics import emit, median
 from mgrpo_algos.policies import HFPolicy
 from mgrpo_algos.policies.tiny import SPECIAL_TOKENS, resolve_vocabulary
@@ -155,17 +160,24 @@ def learner_step(
     *,
     loss_type: str = "grpo",
     max_tokens: int | None = None,
+    shared_prefix: bool = False,
 ) -> float:
     """log-probs -> ``policy_loss`` -> backward -> clip -> AdamW on ``trajs``; returns the loss.
 
     Chunks of at most ``MAX_BATCH_TOKENS`` padded tokens, sorted by length, with
     gradients weighted by each chunk's share of the sequences, as the learner does.
+    ``shared_prefix``: whole groups per chunk, each group's common prompt run once
+    (the learner's ``shared_prefix`` option: ``group_minibatches``, ``chunk_logprobs``).
     """
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
-    for chunk in minibatches(sorted(trajs, key=lambda t: t.num_tokens), MAX_BATCH_TOKENS):
+    if shared_prefix:
+        chunks = group_minibatches(trajs, MAX_BATCH_TOKENS)
+    else:
+        chunks = minibatches(sorted(trajs, key=lambda t: t.num_tokens), MAX_BATCH_TOKENS)
+    for chunk in chunks:
         batch = collate(chunk, policy.pad_id)
-        logp = policy.logprobs(batch.input_ids, batch.attention_mask)  # (B, T-1)
+        logp = chunk_logprobs(policy, chunk, batch, shared_prefix=shared_prefix)  # (B, T-1)
         loss, _ = policy_loss(
             logp,
             batch.old_logprobs,
@@ -240,7 +252,9 @@ def single_turn_step(
             )
         )
     trajs = with_advantages(trajs)
-    loss = learner_step(policy, optimizer, trajs, loss_type=loss_type, max_tokens=new_tokens)
+    loss = learner_step(
+        policy, optimizer, trajs, loss_type=loss_type, max_tokens=new_tokens, shared_prefix=True
+    )
     t2 = time.perf_counter()
     return {
         "loss": loss,

@@ -22,7 +22,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 import mgrpo_envs
-from mgrpo_algos.buffer import Trajectory, collate, minibatches
+from mgrpo_algos.buffer import Batch, Trajectory, collate, minibatches
 from mgrpo_algos.functional import (
     LOSS_TYPES,
     SCALE_REWARDS,
@@ -43,6 +43,7 @@ from mgrpo_algos.functional import (
 )
 from mgrpo_algos.metrics import MetricsWriter
 from mgrpo_algos.policies import HFPolicy
+from mgrpo_algos.policies.prefix import prefix_groups, shared_prefix_pays
 from mgrpo_algos.rollout import RolloutConfig, RolloutEngine, RolloutResult, SingleAgentAEC
 
 View = Literal["single", "shared"]
@@ -74,6 +75,10 @@ class LearnerConfig:
         epsilon_high: Upper clip range (clip-higher when > epsilon).
         num_iterations: Optimiser steps per collection (old log-probs are stored).
         max_batch_tokens: Padded tokens per forward/backward chunk.
+        shared_prefix: Run the prompt a group's rollouts share once per chunk and
+            only each rollout's own tokens after it (same loss and gradients, to
+            float rounding); chunks then keep a group's rollouts together. A chunk
+            falls back to full sequences when that forwards fewer tokens.
         max_tokens_norm: Dr. GRPO's constant normaliser: an upper bound on the tokens
             one agent call generates.
         seed: Seeds queries and sampling (step by step, so resumed runs repeat).
@@ -101,6 +106,7 @@ class LearnerConfig:
     epsilon_high: float = 0.28
     num_iterations: int = 1
     max_batch_tokens: int = 16384
+    shared_prefix: bool = True
     max_tokens_norm: int = 512
     seed: int = 0
     checkpoint_every: int = 10
@@ -165,6 +171,8 @@ def validate_learner_config(config: Any, choices: dict[str, Sequence[str]]) -> N
         value = getattr(config, name)
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
             raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    if not isinstance(config.shared_prefix, bool):
+        raise ValueError(f"shared_prefix must be True or False, got {config.shared_prefix!r}")
     if config.beta < 0 or config.weight_decay < 0 or config.warmup_steps < 0:
         raise ValueError(
             "beta, weight_decay and warmup_steps must be >= 0, got "
@@ -229,19 +237,37 @@ def frozen_copy(policy: HFPolicy) -> HFPolicy:
 
 
 def with_ref_logprobs(
-    ref: HFPolicy, trajs: Sequence[Trajectory], max_batch_tokens: int
+    ref: HFPolicy,
+    trajs: Sequence[Trajectory],
+    max_batch_tokens: int,
+    *,
+    shared_prefix: bool = False,
 ) -> list[Trajectory]:
-    """``trajs`` with their ``ref_logprobs`` under the frozen reference policy ``ref``."""
-    out = []
-    for chunk in minibatches(trajs, max_batch_tokens):
+    """``trajs`` with their ``ref_logprobs`` under the frozen reference policy ``ref``.
+
+    With ``shared_prefix`` the chunks and the computation are those of the loss
+    (`backward_loss` over each agent's trajectories), so a policy equal to ``ref``
+    gets bit-identical log-probs and a KL gradient of exactly 0.
+    """
+    if not shared_prefix:
+        chunks: Iterable[list[Trajectory]] = minibatches(trajs, max_batch_tokens)
+    else:
+        agents = dict.fromkeys(t.agent for t in trajs)
+        chunks = (
+            chunk
+            for agent in agents
+            for chunk in group_minibatches([t for t in trajs if t.agent == agent], max_batch_tokens)
+        )
+    done: dict[int, Trajectory] = {}
+    for chunk in chunks:
         batch = collate(chunk, ref.pad_id)
         with torch.no_grad():
-            lp = ref.logprobs(batch.input_ids, batch.attention_mask)  # (B, T-1)
+            lp = chunk_logprobs(ref, chunk, batch, shared_prefix=shared_prefix)  # (B, T-1)
         for t, row in zip(chunk, lp, strict=True):
             ref_lp = np.zeros(t.num_tokens, dtype=np.float32)
             ref_lp[1:] = row[: t.num_tokens - 1].numpy()
-            out.append(t.replace(ref_logprobs=ref_lp))
-    return out
+            done[id(t)] = t.replace(ref_logprobs=ref_lp)
+    return [done[id(t)] for t in trajs]
 
 
 def chunk_loss(
@@ -249,7 +275,7 @@ def chunk_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """``policy_loss`` of one padded chunk under ``cfg``'s loss options, with its stats."""
     batch = collate(chunk, policy.pad_id)
-    logp = policy.logprobs(batch.input_ids, batch.attention_mask)  # (B, T-1)
+    logp = chunk_logprobs(policy, chunk, batch, shared_prefix=cfg.shared_prefix)  # (B, T-1)
     loss, st = policy_loss(
         logp,
         batch.old_logprobs,
@@ -269,6 +295,47 @@ def chunk_loss(
     return loss, stats
 
 
+def chunk_logprobs(
+    policy: HFPolicy, chunk: Sequence[Trajectory], batch: Batch, *, shared_prefix: bool
+) -> torch.Tensor:
+    """``(B, T - 1)`` log-probs of ``batch`` (``chunk`` collated), with gradients.
+
+    With ``shared_prefix``, each ``(agent, group_id)`` group's common prompt goes
+    through the model once (`HFPolicy.logprobs_shared_prefix`) when that forwards
+    fewer padded tokens than the full rows do; the numbers are the same.
+    """
+    if shared_prefix:
+        groups = prefix_groups(chunk)
+        if shared_prefix_pays(groups, [t.num_tokens for t in chunk]):
+            return policy.logprobs_shared_prefix(batch.input_ids, batch.attention_mask, groups)
+    return policy.logprobs(batch.input_ids, batch.attention_mask)
+
+
+def group_minibatches(trajs: Sequence[Trajectory], max_tokens: int) -> Iterator[list[Trajectory]]:
+    """Chunks of whole ``(agent, group_id)`` groups, at most ``max_tokens`` padded tokens.
+
+    Groups go shortest first (by their longest member), each sorted by length; a
+    group larger than ``max_tokens`` alone is cut as `minibatches` cuts it, so its
+    pieces still share their prompt.
+    """
+    groups: dict[tuple[str, int], list[Trajectory]] = {}
+    for t in trajs:
+        groups.setdefault((t.agent, t.group_id), []).append(t)
+    ordered = sorted(groups.values(), key=lambda g: max(t.num_tokens for t in g))
+    chunk: list[Trajectory] = []
+    width = 0
+    for group in ordered:
+        for piece in minibatches(sorted(group, key=lambda t: t.num_tokens), max_tokens):
+            new_width = max(width, piece[-1].num_tokens)
+            if chunk and new_width * (len(chunk) + len(piece)) > max_tokens:
+                yield chunk
+                chunk, new_width = [], piece[-1].num_tokens
+            chunk += piece
+            width = new_width
+    if chunk:
+        yield chunk
+
+
 def backward_loss(
     policy: HFPolicy,
     trajs: Sequence[Trajectory],
@@ -280,7 +347,8 @@ def backward_loss(
     """Backpropagates the loss of ``trajs`` into ``policy``, chunk by chunk.
 
     Trajectories are sorted by length and cut into chunks of at most
-    ``cfg.max_batch_tokens`` padded tokens; each chunk's loss is weighted by its
+    ``cfg.max_batch_tokens`` padded tokens (whole groups at a time under
+    ``cfg.shared_prefix``, see `group_minibatches`); each chunk's loss is weighted by its
     share of ``total_seqs`` sequences (of ``total_tokens`` generated tokens under
     ``dapo``), so the gradients add up to those of one batch of that size.
 
@@ -288,8 +356,11 @@ def backward_loss(
         ``(sequences, loss, stats)`` of every chunk.
     """
     out = []
-    ordered = sorted(trajs, key=lambda t: t.num_tokens)
-    for chunk in minibatches(ordered, cfg.max_batch_tokens):
+    if cfg.shared_prefix:
+        chunks = group_minibatches(trajs, cfg.max_batch_tokens)
+    else:
+        chunks = minibatches(sorted(trajs, key=lambda t: t.num_tokens), cfg.max_batch_tokens)
+    for chunk in chunks:
         loss, st = chunk_loss(policy, chunk, cfg)
         weight = (
             sum(t.num_generated for t in chunk) / max(total_tokens, 1)
@@ -404,7 +475,10 @@ class GRPOTrainer:
 
     def _with_ref_logprobs(self, trajs: list[Trajectory]) -> list[Trajectory]:
         assert self.ref is not None
-        return with_ref_logprobs(self.ref, trajs, self.config.max_batch_tokens)
+        cfg = self.config
+        return with_ref_logprobs(
+            self.ref, trajs, cfg.max_batch_tokens, shared_prefix=cfg.shared_prefix
+        )
 
     def _optimise(self, trajs: list[Trajectory]) -> dict[str, float]:
         """One optimiser step over every trajectory (gradients accumulated over chunks)."""

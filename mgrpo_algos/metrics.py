@@ -80,6 +80,7 @@ class MetricsWriter:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.out_dir / "metrics.jsonl"
+        self._last_step: int | None = None
         self._tb = None
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -89,8 +90,23 @@ class MetricsWriter:
             pass
 
     def write(self, metrics: dict[str, Any]) -> None:
+        """Appends one step's metrics; steps must increase through the file.
+
+        Raises:
+            ValueError: If ``metrics`` has no ``step``, or the file already holds this
+                step or a later one (another run wrote to this directory; resuming
+                truncates the file first).
+        """
         if "step" not in metrics:
             raise ValueError(f"metrics need a 'step' key, got keys {sorted(metrics)}")
+        if self._last_step is None:
+            self._last_step = max((m["step"] for m in self.read()), default=None)
+        if self._last_step is not None and metrics["step"] <= self._last_step:
+            raise ValueError(
+                f"{self.path} already holds step {self._last_step} of another run; "
+                "resume that run (--resume) or write to a new directory"
+            )
+        self._last_step = metrics["step"]
         with self.path.open("a") as f:
             f.write(json.dumps(metrics, sort_keys=True) + "\n")
         if self._tb is not None:
@@ -108,3 +124,4 @@ class MetricsWriter:
         """Drops lines after ``step`` (a resumed run rewrites them)."""
         kept = [m for m in self.read() if m["step"] <= step]
         self.path.write_text("".join(json.dumps(m, sort_keys=True) + "\n" for m in kept))
+        self._last_step = max((m["step"] for m in kept), default=None)

@@ -509,7 +509,10 @@ class MGRPOTrainer:
             return samples
         return {
             role: with_ref_logprobs(
-                self.refs[self.owner[role]], trajs, self.config.max_batch_tokens
+                self.refs[self.owner[role]],
+                trajs,
+                self.config.max_batch_tokens,
+                shared_prefix=self.config.shared_prefix,
             )
             if role in self.owner
             else trajs

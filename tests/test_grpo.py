@@ -121,8 +121,14 @@ def test_rewarded_rollouts_move_the_policy(monkeypatch) -> None:
 def test_a_non_finite_loss_skips_the_step_and_touches_nothing(monkeypatch) -> None:
     trainer = GRPOTrainer(small())
     real = trainer.policy.logprobs
+    real_shared = trainer.policy.logprobs_shared_prefix
     monkeypatch.setattr(
         trainer.policy, "logprobs", lambda ids, mask: real(ids, mask) * float("nan")
+    )
+    monkeypatch.setattr(  # the learner's default path: each group's prompt run once
+        trainer.policy,
+        "logprobs_shared_prefix",
+        lambda ids, mask, groups: real_shared(ids, mask, groups) * float("nan"),
     )
     before = params(trainer.policy)
     opt_before = json.dumps(trainer.optimizer.state_dict()["state"], default=str)

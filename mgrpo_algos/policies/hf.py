@@ -43,6 +43,7 @@ from mgrpo_algos.policies.decoding import (
     decode_loop,
     make_decoder,
 )
+from mgrpo_algos.policies.prefix import PrefixGroups, shared_prefix_logprobs
 from mgrpo_algos.policies.sampling import check_sampling_args, left_pad
 from mgrpo_algos.policies.smollm import smollm2_gguf_path
 from mgrpo_algos.policies.tiny import SizeName, build_model, build_tokenizer
@@ -359,6 +360,39 @@ class HFPolicy:
         chosen = logits.gather(-1, ids[:, 1:, None]).squeeze(-1)  # (B, T-1)
         logp = chosen - torch.logsumexp(logits, dim=-1)
         return logp.masked_fill(mask[:, 1:] == 0, 0.0)
+
+    def logprobs_shared_prefix(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, groups: PrefixGroups
+    ) -> torch.Tensor:
+        """`logprobs` of right-padded rows, each group's shared prefix run once.
+
+        The rows of a group (such as the K rollouts of one prompt) start with the
+        same ``groups.lengths[g]`` tokens; those go through the model once, and
+        every row's remaining tokens attend to their keys and values (see
+        `mgrpo_algos.policies.prefix`). The numbers and their gradients equal
+        `logprobs` on the same rows, to float rounding.
+
+        Args:
+            input_ids: ``(B, T)`` token ids, right-padded (as ``collate`` pads).
+            attention_mask: ``(B, T)``, 1 on real tokens, 0 on padding.
+            groups: ``index`` ``(B,)``, each row's group; ``lengths`` ``(G,)``,
+                each group's prefix length (``prefix_groups`` finds them for
+                trajectories).
+
+        Returns:
+            ``(B, T - 1)`` float32 log-probs, 0 where the target token is padding.
+
+        Raises:
+            ValueError: On bad shapes, left padding, or a row that does not start
+                with its group's prefix.
+        """
+        return shared_prefix_logprobs(
+            self.model,
+            input_ids.to(self.device),
+            attention_mask.to(self.device),
+            groups,
+            pad_id=self.pad_id,
+        )
 
     def generate(
         self,
