@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/mgrpo demo --env research_v0 --difficulty medium --episodes 200
+	$(BIN)/mgrpo demo
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -81,6 +81,7 @@ class Settings:
         sft_epochs: Passes over them.
         sft_lr: SFT learning rate.
         sft_batch_tokens: Padded tokens per SFT step.
+        sft_context_weight: Weight of SFT's language-modelling loss on context tokens.
         steps: RL steps of every arm.
         queries: Queries per step.
         group: Rollouts per query.
@@ -95,10 +96,11 @@ class Settings:
 
     difficulty: str = "medium"
     size: str = "small"
-    sft_episodes: int = 600
+    sft_episodes: int = 2000
     sft_epochs: int = 3
     sft_lr: float = 1e-3
-    sft_batch_tokens: int = 1024
+    sft_batch_tokens: int = 6144
+    sft_context_weight: float = 1.0
     steps: int = 30
     queries: int = 8
     group: int = 8
@@ -143,6 +145,7 @@ class Settings:
             "epochs": self.sft_epochs,
             "lr": self.sft_lr,
             "max_batch_tokens": self.sft_batch_tokens,
+            "context_weight": self.sft_context_weight,
         }
 
     def eval_key(self) -> str:
@@ -151,9 +154,11 @@ class Settings:
 
 PRESETS = {
     "full": Settings(),
-    # with --jobs 2: about 15 min on 2 idle cores, 45 min when other work takes 2/3 of
-    # them (from one step of 4 x 8 episodes: 11 s CPU main-only, 16 s single, 21 s mgrpo)
-    "cpu-small": Settings(sft_episodes=300, sft_epochs=2, steps=8, queries=4, eval_episodes=100),
+    # tiny-micro warm starts (the SFT recipe of benchmarks/sft_warm_start.py), then
+    # 12 steps x 4 queries x 8 rollouts per arm and seed; about 30 CPU minutes in all
+    "cpu-small": Settings(
+        size="micro", sft_episodes=2000, sft_epochs=3, steps=12, queries=4, eval_episodes=100
+    ),
     "quick": Settings(
         size="micro",
         sft_episodes=8,
@@ -253,6 +258,7 @@ def prepare_warm_start(kind: str, s: Settings, directory: str, train: bool, thre
             epochs=s.sft_epochs,
             lr=s.sft_lr,
             max_batch_tokens=s.sft_batch_tokens,
+            context_weight=s.sft_context_weight,
         )
         history = warm_start(env_fn, policies, cfg, progress=False)
         shutil.rmtree(path, ignore_errors=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -89,6 +90,8 @@ def run_seed(seed: int, warm: Path, env_fn, args) -> dict:
         checkpoint_every=0,
     )
     out = Path(args.out) / f"seed{seed}"
+    if out.exists():  # this benchmark's own run directory: a rerun replaces it
+        shutil.rmtree(out)
     trainer = GRPOTrainer(config, out_dir=out, policy=policy)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     budget = args.cpu_minutes * 60
@@ -130,7 +133,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=8)
     parser.add_argument("--group", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=40)
-    parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--loss", default="dapo")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--out", default="runs/grpo_learning")

@@ -11,39 +11,33 @@ import numpy as np
 
 import mgrpo_envs
 from mgrpo_algos.metrics import format_rate, wilson_interval
-from mgrpo_envs.testing import play_episode, random_tool_action
 
 
 def _demo(args: argparse.Namespace) -> int:
-    """Plays seeded episodes with the scripted expert and a random policy; prints both rates."""
-    env = mgrpo_envs.make(args.env, difficulty=args.difficulty, render_mode="ansi")
-    play_episode(env, lambda e: e.unwrapped.oracle_action(), args.seed)
-    print(f"One {args.env} ({args.difficulty}) episode played by the scripted expert:\n")
-    print(env.render())
-    rng = np.random.default_rng(args.seed)
-    policies = {
-        "expert": lambda e: e.unwrapped.oracle_action(),
-        "random": lambda e: random_tool_action(e, rng),
-    }
-    results = {}
-    for name, policy in policies.items():
-        wins = sum(
-            bool(play_episode(env, policy, args.seed + i)["final"]["main"]["outcome"]["correct"])
-            for i in range(args.episodes)
+    """The main job: warm start, then a short M-GRPO run; success before and after."""
+    from dataclasses import replace
+
+    from mgrpo_algos.demo import DemoSettings, run_demo
+
+    settings = DemoSettings(difficulty=args.difficulty, seed=args.seed)
+    if args.quick:  # seconds, to check that everything runs; the numbers mean nothing
+        settings = replace(
+            settings,
+            sft_episodes=16,
+            sft_epochs=1,
+            steps=1,
+            queries=2,
+            group_size=2,
+            eval_episodes=4,
         )
-        results[name] = {
-            "success_rate": wins / args.episodes,
-            "ci95": wilson_interval(wins, args.episodes),
-        }
-        print(f"\n{name:>6} success rate: {format_rate(wins, args.episodes)}", end="")
-    print()
-    summary = {
-        "env": args.env,
-        "difficulty": args.difficulty,
-        "episodes": args.episodes,
-        "seed": args.seed,
-        **results,
-    }
+    if args.steps is not None:
+        settings = replace(settings, steps=args.steps)
+    if args.episodes is not None:
+        settings = replace(settings, eval_episodes=args.episodes)
+    try:
+        summary = run_demo(settings, args.out)
+    except ValueError as err:
+        raise SystemExit(f"mgrpo demo: {err}") from err
     print(json.dumps(summary))
     return 0
 
@@ -178,11 +172,15 @@ def _eval(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mgrpo", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="play episodes with the scripted expert and a random policy")
-    demo.add_argument("--env", default="research_v0", choices=mgrpo_envs.list_envs())
-    demo.add_argument("--difficulty", default="medium", choices=["easy", "medium", "hard"])
-    demo.add_argument("--episodes", type=int, default=200)
+    demo = sub.add_parser(
+        "demo", help="the main job: SFT warm start, then a short M-GRPO run on research_v0"
+    )
+    demo.add_argument("--difficulty", default="easy", choices=["easy", "medium", "hard"])
+    demo.add_argument("--steps", type=int, default=None, help="M-GRPO steps (default 6)")
+    demo.add_argument("--episodes", type=int, default=None, help="held-out evaluation episodes")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--out", default="runs/demo", help="warm start cache and the run's files")
+    demo.add_argument("--quick", action="store_true", help="a few seconds, tiny sizes")
     demo.set_defaults(func=_demo)
 
     train = sub.add_parser("train", help="train agents (writes DIR/metrics.jsonl, DIR/ckpt-*)")

@@ -59,6 +59,31 @@ class Budgets:
                 raise ValueError(f"budget {name} must be a positive int, got {value!r}")
 
 
+def difficulty_knobs(
+    table: dict[str, dict[str, Any]], difficulty: str, given: dict[str, Any]
+) -> tuple[dict[str, Any], Budgets]:
+    """A task's knobs at ``difficulty``, overridden by the ``given`` ones that are not None.
+
+    Args:
+        table: Difficulty name -> every knob's value (task knobs and the four budgets).
+        difficulty: A key of ``table``.
+        given: Knobs the user set (None: keep the difficulty's value).
+
+    Returns:
+        The merged knobs, and the `Budgets` they name.
+
+    Raises:
+        ValueError: If ``difficulty`` is not in ``table``.
+    """
+    if difficulty not in table:
+        raise ValueError(f"difficulty must be one of {sorted(table)}, got {difficulty!r}")
+    knobs = {**table[difficulty], **{k: v for k, v in given.items() if v is not None}}
+    budgets = Budgets(
+        knobs["main_turns"], knobs["sub_turns"], knobs["episode_turns"], knobs["context_chars"]
+    )
+    return knobs, budgets
+
+
 @dataclass
 class Conversation:
     """What one agent saw and did in one conversation (main's episode or one call)."""

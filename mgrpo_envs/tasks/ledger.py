@@ -86,7 +86,7 @@ import numpy as np
 
 from mgrpo_envs.core.calculator import format_number
 from mgrpo_envs.core.codecs import ToolCall
-from mgrpo_envs.core.env import Budgets, HierarchicalToolEnv
+from mgrpo_envs.core.env import HierarchicalToolEnv, difficulty_knobs
 from mgrpo_envs.core.rewards import RewardWeights, answers_match
 from mgrpo_envs.core.task import Episode, Fact, Task, ToolEvent
 from mgrpo_envs.core.tools import Tool, ToolError
@@ -683,10 +683,6 @@ class LedgerEnv(HierarchicalToolEnv):
         max_observation_chars: int = 2048,
         render_mode: str | None = None,
     ) -> None:
-        if difficulty not in DIFFICULTIES:
-            raise ValueError(
-                f"difficulty must be one of {sorted(DIFFICULTIES)}, got {difficulty!r}"
-            )
         given = dict(
             parts=parts,
             figures=figures,
@@ -699,7 +695,7 @@ class LedgerEnv(HierarchicalToolEnv):
             episode_turns=episode_turns,
             context_chars=context_chars,
         )
-        knobs = {**DIFFICULTIES[difficulty], **{k: v for k, v in given.items() if v is not None}}
+        knobs, budgets = difficulty_knobs(DIFFICULTIES, difficulty, given)
         self.difficulty = difficulty
         task = LedgerTask(
             tuple(knobs["parts"]),
@@ -709,9 +705,6 @@ class LedgerEnv(HierarchicalToolEnv):
             knobs["regions"],
             knobs["decoys"],
             tolerance,
-        )
-        budgets = Budgets(
-            knobs["main_turns"], knobs["sub_turns"], knobs["episode_turns"], knobs["context_chars"]
         )
         super().__init__(
             task,

@@ -68,7 +68,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mgrpo_envs.core.codecs import ToolCall
-from mgrpo_envs.core.env import Budgets, HierarchicalToolEnv
+from mgrpo_envs.core.env import HierarchicalToolEnv, difficulty_knobs
 from mgrpo_envs.core.rewards import RewardWeights, answers_match
 from mgrpo_envs.core.task import Episode, Fact, Task, ToolEvent
 from mgrpo_envs.core.tools import Tool, ToolError
@@ -547,10 +547,6 @@ class ResearchEnv(HierarchicalToolEnv):
         max_observation_chars: int = 2048,
         render_mode: str | None = None,
     ) -> None:
-        if difficulty not in DIFFICULTIES:
-            raise ValueError(
-                f"difficulty must be one of {sorted(DIFFICULTIES)}, got {difficulty!r}"
-            )
         given = dict(
             hops=hops,
             distractors=distractors,
@@ -561,16 +557,13 @@ class ResearchEnv(HierarchicalToolEnv):
             episode_turns=episode_turns,
             context_chars=context_chars,
         )
-        knobs = {**DIFFICULTIES[difficulty], **{k: v for k, v in given.items() if v is not None}}
+        knobs, budgets = difficulty_knobs(DIFFICULTIES, difficulty, given)
         self.difficulty = difficulty
         task = ResearchTask(
             tuple(knobs["hops"]),
             knobs["distractors"],
             knobs["corpus_size"],
             bool(knobs["arithmetic"]),
-        )
-        budgets = Budgets(
-            knobs["main_turns"], knobs["sub_turns"], knobs["episode_turns"], knobs["context_chars"]
         )
         super().__init__(
             task,

@@ -91,7 +91,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mgrpo_envs.core.codecs import ToolCall
-from mgrpo_envs.core.env import Budgets, HierarchicalToolEnv
+from mgrpo_envs.core.env import HierarchicalToolEnv, difficulty_knobs
 from mgrpo_envs.core.rewards import RewardWeights
 from mgrpo_envs.core.task import Episode, Fact, Task, ToolEvent
 from mgrpo_envs.core.tools import Tool, ToolError
@@ -832,10 +832,6 @@ class WebWalkEnv(HierarchicalToolEnv):
         max_observation_chars: int = 2048,
         render_mode: str | None = None,
     ) -> None:
-        if difficulty not in DIFFICULTIES:
-            raise ValueError(
-                f"difficulty must be one of {sorted(DIFFICULTIES)}, got {difficulty!r}"
-            )
         given = dict(
             parts=parts,
             depth=depth,
@@ -850,7 +846,7 @@ class WebWalkEnv(HierarchicalToolEnv):
             episode_turns=episode_turns,
             context_chars=context_chars,
         )
-        knobs = {**DIFFICULTIES[difficulty], **{k: v for k, v in given.items() if v is not None}}
+        knobs, budgets = difficulty_knobs(DIFFICULTIES, difficulty, given)
         self.difficulty = difficulty
         task = WebWalkTask(
             tuple(knobs["parts"]),
@@ -861,9 +857,6 @@ class WebWalkEnv(HierarchicalToolEnv):
             knobs["archived"],
             knobs["news"],
             knobs["arithmetic"],
-        )
-        budgets = Budgets(
-            knobs["main_turns"], knobs["sub_turns"], knobs["episode_turns"], knobs["context_chars"]
         )
         super().__init__(
             task,

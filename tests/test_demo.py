@@ -1,0 +1,24 @@
+"""`mgrpo demo --quick`: the main job's every stage runs and reports what it measured."""
+
+from __future__ import annotations
+
+import json
+
+from mgrpo_algos.cli import main
+
+
+def test_quick_demo_runs_every_stage_and_reuses_its_warm_start(tmp_path, capsys) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["expert"]["success_rate"] == 1.0
+    for stage in ("before", "after"):
+        lo, hi = summary[stage]["ci95"]
+        assert lo <= summary[stage]["success_rate"] <= hi
+    lines = (out / "mgrpo" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1]
+    assert (out / "warm_start" / "searcher" / "config.json").is_file()
+
+    assert main(["demo", "--quick", "--out", str(out)]) == 0  # a second run replaces the first
+    assert "using the cached warm start" in capsys.readouterr().out
+    assert len((out / "mgrpo" / "metrics.jsonl").read_text().splitlines()) == 1
