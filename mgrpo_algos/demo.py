@@ -40,7 +40,7 @@ class DemoSettings:
     env: str = "research_v0"
     difficulty: str = "easy"
     size: str = "micro"
-    sft_episodes: int = 1000
+    sft_episodes: int = 600
     sft_epochs: int = 3
     sft_lr: float = 1e-3
     sft_batch_tokens: int = 6144
