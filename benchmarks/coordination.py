@@ -101,6 +101,7 @@ class Settings:
     sft_lr: float = 1e-3
     sft_batch_tokens: int = 6144
     sft_context_weight: float = 1.0
+    sft_copy_steps: int = 400
     steps: int = 30
     queries: int = 8
     group: int = 8
@@ -146,6 +147,7 @@ class Settings:
             "lr": self.sft_lr,
             "max_batch_tokens": self.sft_batch_tokens,
             "context_weight": self.sft_context_weight,
+            "copy_steps": self.sft_copy_steps,
         }
 
     def eval_key(self) -> str:
@@ -163,6 +165,7 @@ PRESETS = {
         size="micro",
         sft_episodes=8,
         sft_epochs=1,
+        sft_copy_steps=4,
         steps=2,
         queries=2,
         group=4,
@@ -259,6 +262,7 @@ def prepare_warm_start(kind: str, s: Settings, directory: str, train: bool, thre
             lr=s.sft_lr,
             max_batch_tokens=s.sft_batch_tokens,
             context_weight=s.sft_context_weight,
+            copy_steps=s.sft_copy_steps,
         )
         history = warm_start(env_fn, policies, cfg, progress=False)
         shutil.rmtree(path, ignore_errors=True)

@@ -53,7 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--difficulty", default="medium")
-    parser.add_argument("--size", default="small")
+    parser.add_argument("--size", default="micro")
     parser.add_argument("--demos", type=int, default=None, help="expert episodes")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--episodes", type=int, default=None, help="evaluation episodes")
@@ -65,17 +65,24 @@ def main() -> None:
         action="store_true",
         help="one model for every role (default: one model per role)",
     )
-    parser.add_argument("--batch-tokens", type=int, default=1024)
+    parser.add_argument("--batch-tokens", type=int, default=6144)
+    parser.add_argument(
+        "--copy-steps",
+        type=int,
+        default=None,
+        help="steps of synthetic copying before the demonstrations (default 400; quick 50)",
+    )
     parser.add_argument(
         "--context-weight",
         type=float,
-        default=0.0,
+        default=1.0,
         help="weight of the language-modelling loss on context tokens (0: actions only)",
     )
     args = parser.parse_args()
-    demos_n = args.demos or (20 if args.quick else 600)
+    demos_n = args.demos or (20 if args.quick else 2000)
     epochs = args.epochs or (1 if args.quick else 3)
     episodes = args.episodes or (20 if args.quick else 200)
+    copy_steps = args.copy_steps if args.copy_steps is not None else (50 if args.quick else 400)
 
     def env_fn():
         return mgrpo_envs.make("research_v0", difficulty=args.difficulty)
@@ -102,6 +109,7 @@ def main() -> None:
         max_batch_tokens=args.batch_tokens,
         seed=args.seed,
         context_weight=args.context_weight,
+        copy_steps=copy_steps,
     )
     history = warm_start(env_fn, policies, cfg, progress=not args.quick)
     sft_seconds = time.perf_counter() - t0
@@ -127,6 +135,8 @@ def main() -> None:
             "epochs": epochs,
             "lr": args.lr,
             "context_weight": args.context_weight,
+            "copy_steps": copy_steps,
+            "batch_tokens": args.batch_tokens,
             "sft_seconds": sft_seconds,
             "final_loss": losses,
             "eval_episodes": episodes,

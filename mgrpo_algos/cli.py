@@ -25,6 +25,7 @@ def _demo(args: argparse.Namespace) -> int:
             settings,
             sft_episodes=16,
             sft_epochs=1,
+            sft_copy_steps=4,
             steps=1,
             queries=2,
             group_size=2,

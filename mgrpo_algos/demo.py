@@ -45,6 +45,7 @@ class DemoSettings:
     sft_lr: float = 1e-3
     sft_batch_tokens: int = 6144
     sft_context_weight: float = 1.0
+    sft_copy_steps: int = 400
     steps: int = 6
     queries: int = 4
     group_size: int = 8
@@ -115,6 +116,7 @@ def warm_start_dir(s: DemoSettings, out: Path, env_fn) -> Path:
         lr=s.sft_lr,
         max_batch_tokens=s.sft_batch_tokens,
         context_weight=s.sft_context_weight,
+        copy_steps=s.sft_copy_steps,
         seed=s.seed,
     )
     t0 = time.perf_counter()
