@@ -160,15 +160,21 @@ def train_copy(policy: Policy, config: SFTConfig, *, progress: bool = True) -> l
         ids, target = copy_batch(vocab, sep_id, config.copy_batch, config.copy_length, gen)
         logp = policy.logprobs(ids, torch.ones_like(ids))  # (B, 2L)
         loss = -masked_mean(logp, target.to(logp.device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-        opt.step()
-        losses.append(float(loss.detach()))
-        bar.update(1)
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        losses.append(_step(loss, opt, params, config.grad_clip, bar))
     bar.close()
     return losses
+
+
+def _step(loss: torch.Tensor, opt, params: list, grad_clip: float, bar) -> float:
+    """One clipped optimiser step on ``loss``; returns the loss and shows it on ``bar``."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    opt.step()
+    value = float(loss.detach())
+    bar.update(1)
+    bar.set_postfix(loss=f"{value:.3f}")
+    return value
 
 
 def train_sft(
@@ -197,14 +203,8 @@ def train_sft(
     for _ in range(config.epochs):
         for i in torch.randperm(len(chunks), generator=gen).tolist():
             loss = sft_loss(policy, chunks[i], config.context_weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            opt.step()
+            losses.append(_step(loss, opt, params, config.grad_clip, bar))
             sched.step()
-            losses.append(float(loss.detach()))
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
     bar.close()
     return losses
 
