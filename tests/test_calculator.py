@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 from hypothesis import given, settings
@@ -207,3 +208,11 @@ def test_arbitrary_text_raises_only_calculator_error(text: str) -> None:
         return
     assert isinstance(result, int | float) and not isinstance(result, bool)
     assert math.isfinite(result) and abs(result) <= 1e15
+
+
+def test_number_run_into_a_keyword_is_an_error_without_a_warning() -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(CalculatorError):
+            calculate("1or 2")  # Python parses it, with a SyntaxWarning
+    assert not [w for w in caught if issubclass(w.category, SyntaxWarning)]

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import ast
 import math
+import warnings
 from collections.abc import Callable
 
 __all__ = ["CalculatorError", "MAX_NDIGITS", "calculate", "format_number"]
@@ -319,7 +320,9 @@ def calculate(
             f"refused: expression longer than {max_length} characters (got {len(text)})"
         )
     try:
-        tree = ast.parse(text, mode="eval")
+        with warnings.catch_warnings():  # an agent's "2x" is its error, not the process's
+            warnings.simplefilter("ignore", SyntaxWarning)
+            tree = ast.parse(text, mode="eval")
     except (SyntaxError, ValueError) as exc:
         reason = exc.msg if isinstance(exc, SyntaxError) else str(exc)
         raise CalculatorError(f"invalid expression: {reason}") from None
