@@ -145,7 +145,12 @@ def train_copy(policy: Policy, config: SFTConfig, *, progress: bool = True) -> l
     end-of-turn token, so the model also learns that a turn boundary does not break
     a lookup.
     """
-    tok = policy.tokenizer
+    tok = getattr(policy, "tokenizer", None)
+    if tok is None:
+        raise ValueError(
+            f"copy pretraining draws its strings from the policy's tokenizer, and this "
+            f"{type(policy).__name__} has none; set copy_steps=0"
+        )
     special = set(tok.all_special_ids)
     vocab = torch.tensor([i for i in range(len(tok)) if i not in special], dtype=torch.long)
     if len(vocab) < 2:

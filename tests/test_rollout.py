@@ -167,3 +167,11 @@ def test_copy_settings_are_validated() -> None:
         SFTConfig(copy_steps=-1)
     with pytest.raises(ValueError, match="copy_length"):
         SFTConfig(copy_length=0)
+
+
+def test_copy_pretraining_needs_a_tokenizer() -> None:
+    class NoTokenizer:
+        pass
+
+    with pytest.raises(ValueError, match="has none; set copy_steps=0"):
+        train_copy(NoTokenizer(), SFTConfig(copy_steps=1), progress=False)
