@@ -14,6 +14,7 @@ Usage::
     python benchmarks/generate_speed.py            # full: 128 new tokens, 5 repeats
     python benchmarks/generate_speed.py --quick    # < 1 minute on 2 CPU cores
     python benchmarks/generate_speed.py --model smollm2 --batches 1,8 --quick
+    python benchmarks/generate_speed.py --model smollm2 --device cuda
 
 The last line of output is one JSON object: tokens/s of each at every batch
 size, ``speedup_vs_generate`` keyed by batch size, and the machine.
@@ -75,7 +76,7 @@ def ours(policy: HFPolicy, prompts: Sequence[Sequence[int]], new_tokens: int) ->
 
 def reference(policy: HFPolicy, prompts: Sequence[Sequence[int]], new_tokens: int) -> int:
     """One plain ``model.generate(do_sample=True)`` call; returns generated tokens."""
-    batch = left_pad(prompts, pad_id=policy.pad_id)
+    batch = left_pad(prompts, pad_id=policy.pad_id, device=policy.device)
     config = copy.deepcopy(policy.model.generation_config)
     config.update(
         do_sample=True,
@@ -98,10 +99,17 @@ def reference(policy: HFPolicy, prompts: Sequence[Sequence[int]], new_tokens: in
 
 
 def timed(run: Callable[[], int]) -> float:
-    """Tokens per second of one call."""
+    """Tokens per second of one call (waiting for the GPU's queued work, if any)."""
+    _sync()
     start = time.perf_counter()
     tokens = run()
+    _sync()
     return tokens / (time.perf_counter() - start)
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def measure(
@@ -122,7 +130,7 @@ def measure(
     return runs, round(sum(len(p) for p in prompts) / len(prompts))
 
 
-def machine() -> dict[str, object]:
+def machine(device: torch.device) -> dict[str, object]:
     """What the figures were measured on."""
     cpu = platform.processor() or platform.machine()
     try:
@@ -135,7 +143,8 @@ def machine() -> dict[str, object]:
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "device": "cpu",
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
@@ -152,15 +161,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     parser.add_argument("--batches", default="8,32,64", help="comma-separated batch sizes")
     parser.add_argument("--new-tokens", type=int, default=None, help="default 128 (quick: 48)")
     parser.add_argument("--repeats", type=int, default=None, help="default 5 (quick: 3)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     args = parser.parse_args(argv)
     new_tokens = args.new_tokens or (48 if args.quick else 128)
     repeats = args.repeats or (3 if args.quick else 5)
     batches = [int(b) for b in args.batches.split(",")]
 
     if args.model == "smollm2":
-        policy, name = HFPolicy.smollm2(), "SmolLM2-135M-Instruct"
+        policy, name = HFPolicy.smollm2(device=args.device), "SmolLM2-135M-Instruct"
     else:
-        policy, name = HFPolicy.tiny(WORDS, size=args.size, seed=0), f"tiny/{args.size}"
+        policy = HFPolicy.tiny(WORDS, size=args.size, seed=0).to(args.device)
+        name = f"tiny/{args.size}"
     params = sum(p.numel() for p in policy.parameters())
     print(
         f"{name}: {params / 1e6:.2f}M parameters, vocabulary {policy.vocab_size}, "
@@ -189,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         "tokens_per_s": medians,
         "tokens_per_s_best": best,
         "speedup_vs_generate": speedup,
-        "machine": machine(),
+        "machine": machine(policy.device),
     }
     print(json.dumps(summary))
     return summary

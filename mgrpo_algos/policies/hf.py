@@ -245,6 +245,16 @@ class HFPolicy:
         """The model's parameters."""
         return self.model.parameters()
 
+    def to(self, device: str | torch.device) -> HFPolicy:
+        """Move the model to ``device`` (in place) and drop every cached session.
+
+        Returns:
+            This policy, for chaining: ``HFPolicy.tiny(env).to("cuda")``.
+        """
+        self.model.to(device)
+        self.release()
+        return self
+
     def release(self, sessions: Iterable[Hashable] | None = None) -> None:
         """Drop the cached keys and values of ``sessions``, or of every session.
 
@@ -416,8 +426,9 @@ class HFPolicy:
             top_k: Keep the k most likely tokens; 0 disables it, 1 is greedy.
             stop_ids: Tokens ending a completion; ``None`` means `stop_ids`,
                 ``[]`` never stops early.
-            generator: Random generator for sampling (on the model's device);
-                the same seed gives the same completions.
+            generator: Random generator for sampling, on any device (a CPU
+                generator also seeds a GPU model); the same seed gives the same
+                completions.
             sessions: One key (any hashable, or ``None``) per prompt, such as a
                 conversation id. A keyed row reuses the keys and values the
                 previous call with that key left for the longest common prefix
@@ -456,7 +467,7 @@ class HFPolicy:
                     max_new_tokens=max_new_tokens,
                     sampling=SamplingArgs(temperature, top_p, top_k),
                     stop_ids=stops,
-                    generator=generator,
+                    generator=_on_device(generator, self.device),
                 )
         finally:
             self.model.train(was_training)
@@ -513,6 +524,19 @@ class HFPolicy:
             texts=self.tokenizer.batch_decode(ids, skip_special_tokens=True),
             finished=[bool(flag) for flag in decoded.stopped.tolist()],
         )
+
+
+def _on_device(generator: torch.Generator | None, device: torch.device) -> torch.Generator | None:
+    """``generator`` if it lives on ``device``, else a generator there seeded from it.
+
+    One seed is drawn from a generator on another device (a CPU generator for a
+    GPU model), so the same seed still gives the same completions, and every
+    sampling draw is made on the model's device without a copy per token.
+    """
+    if generator is None or generator.device.type == device.type:
+        return generator
+    seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
+    return torch.Generator(device).manual_seed(seed)
 
 
 def _load_gguf_model(path: Path, dtype: torch.dtype) -> Any:
