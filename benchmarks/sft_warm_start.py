@@ -67,6 +67,11 @@ def main() -> None:
     )
     parser.add_argument("--batch-tokens", type=int, default=6144)
     parser.add_argument(
+        "--numbers",
+        action="store_true",
+        help="document ids and years as single tokens (HFPolicy.tiny(numbers=True))",
+    )
+    parser.add_argument(
         "--copy-steps",
         type=int,
         default=None,
@@ -90,11 +95,11 @@ def main() -> None:
     torch.manual_seed(args.seed)
     roles = env_fn().possible_agents
     if args.shared:
-        one = HFPolicy.tiny(env_fn(), size=args.size, seed=args.seed)
+        one = HFPolicy.tiny(env_fn(), size=args.size, seed=args.seed, numbers=args.numbers)
         policies = {r: one for r in roles}
     else:
         policies = {
-            r: HFPolicy.tiny(env_fn(), size=args.size, seed=args.seed + i)
+            r: HFPolicy.tiny(env_fn(), size=args.size, seed=args.seed + i, numbers=args.numbers)
             for i, r in enumerate(roles)
         }
     # the untrained model on a few episodes only: it never succeeds, and sampling until
@@ -130,6 +135,7 @@ def main() -> None:
             "difficulty": args.difficulty,
             "model": f"tiny-{args.size}",
             "shared": args.shared,
+            "numbers": args.numbers,
             "seed": args.seed,
             "demo_episodes": demos_n,
             "epochs": epochs,

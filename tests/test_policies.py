@@ -11,6 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import mgrpo_envs
 from mgrpo_algos.policies import GenerationOutput, HFPolicy, Policy
 from mgrpo_algos.policies import smollm as smollm_module
 from mgrpo_algos.policies.decoding import LlamaStaticDecoder, TransformersDecoder
@@ -93,6 +94,40 @@ def test_digits_are_single_characters() -> None:
     assert "2024" not in tokenizer.get_vocab() and "x1" not in tokenizer.get_vocab()
     tokens = tokenizer.convert_ids_to_tokens(tokenizer.encode("page2024", add_special_tokens=False))
     assert tokens == ["page", "2", "0", "2", "4"]
+
+
+def test_numbers_option_makes_words_with_digits_single_tokens() -> None:
+    tokenizer = build_tokenizer(["page", "2024", "d12", "d1"], numbers=True)
+
+    def tokens(text: str) -> list[str]:
+        return tokenizer.convert_ids_to_tokens(tokenizer.encode(text, add_special_tokens=False))
+
+    assert tokens("page2024") == ["page", "2024"]
+    assert tokens("visit[d12] d1.") == [*"visit", "[", "d12", "]", " ", "d1", "."]
+    # not where other digits are glued on: those numbers are spelled digit by digit
+    assert tokens("20245 d123 12024") == [*"20245", " ", "d", *"123", " ", *"12024"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.sampled_from(CHARACTERS[:20] + tuple("0123456789d")), max_size=60))
+def test_numbers_option_round_trips(text: str) -> None:
+    if any(special in text for special in SPECIAL_TOKENS):
+        return
+    ids = _NUMBERS_TOKENIZER.encode(text, add_special_tokens=False)
+    assert _NUMBERS_TOKENIZER.decode(ids, skip_special_tokens=True) == text
+
+
+_NUMBERS_TOKENIZER = build_tokenizer(["2024", "d12", "d1", "page"], numbers=True)
+
+
+def test_research_vocabulary_lists_its_ids_and_years_for_the_numbers_option() -> None:
+    env = mgrpo_envs.make("research_v0", difficulty="hard")
+    plain, numbers = build_tokenizer(env), build_tokenizer(env, numbers=True)
+    env.reset(seed=3)
+    doc = next(iter(env.unwrapped.episode.world.docs))
+    text = f"visit[{doc}] founded in 1976"
+    assert len(numbers.encode(text)) == len(plain.encode(text)) - len(doc) + 1 - 3
+    assert numbers.decode(numbers.encode(text)) == text
 
 
 def test_every_character_is_a_token(policy: HFPolicy) -> None:

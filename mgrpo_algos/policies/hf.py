@@ -151,6 +151,7 @@ class HFPolicy:
         size: SizeName = "small",
         seed: int = 0,
         max_positions: int = 2048,
+        numbers: bool = False,
     ) -> HFPolicy:
         """Build a small random Llama-style policy with a word-level tokenizer.
 
@@ -163,11 +164,14 @@ class HFPolicy:
             size: ``"micro"`` (~1M parameters), ``"small"`` (~3.5M) or ``"base"`` (~10M).
             seed: Weight initialisation seed (the global RNG is not touched).
             max_positions: Longest sequence the model accepts.
+            numbers: Also make the vocabulary's words with digits (document ids,
+                years) single tokens; by default every number is spelled digit
+                by digit.
 
         Returns:
             The policy on CPU in float32; ``<|end|>`` is its stop token.
         """
-        tokenizer = build_tokenizer(vocabulary)
+        tokenizer = build_tokenizer(vocabulary, numbers=numbers)
         model = build_model(tokenizer, size=size, seed=seed, max_positions=max_positions)
         return cls(model, tokenizer)
 

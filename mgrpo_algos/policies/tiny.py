@@ -8,7 +8,11 @@ fallback, so that:
   made of them round-trips losslessly through ``encode``/``decode``; the only
   exception is text that spells a special token such as ``<|end|>``, which is
   read as that token (as with any chat model);
-* digits are always single-character tokens, so numbers generalise.
+* digits are single-character tokens, so numbers generalise; with
+  ``numbers=True`` the vocabulary's words that contain digits (an env's document
+  ids and years, say) become single tokens too, matched only where no other digit
+  is glued to them (``1976`` in ``"in 1976."``, not in ``"19765"``), and every
+  other number is still spelled digit by digit.
 
 A vocabulary word is matched only where it is not glued to other letters: with
 the word ``search`` in the vocabulary, ``"search_tool"`` gives ``search``, ``_``,
@@ -97,17 +101,19 @@ TINY_SIZES: dict[str, TinySize] = {
 """Sizes: micro ~0.8M, small ~3.4M, base ~10.6M parameters (plus ``hidden * vocab``)."""
 
 
-def resolve_vocabulary(vocabulary: Any) -> list[str]:
+def resolve_vocabulary(vocabulary: Any, *, numbers: bool = False) -> list[str]:
     """Turn an env or an iterable of words into a sorted, de-duplicated word list.
 
     Args:
         vocabulary: An iterable of strings, or an environment (possibly wrapped)
             whose ``.unwrapped.vocabulary()`` returns one.
+        numbers: Keep the words that contain a digit.
 
     Returns:
         The distinct non-empty words that become single tokens: sorted, without
-        words that contain a digit (numbers are spelled digit by digit) and
-        without single characters that are already tokens.
+        words that contain a digit unless ``numbers`` (by default numbers are
+        spelled digit by digit) and without single characters that are already
+        tokens.
 
     Raises:
         TypeError: If ``vocabulary`` is a string, not iterable, or holds non-strings.
@@ -123,7 +129,7 @@ def resolve_vocabulary(vocabulary: Any) -> list[str]:
     for word in vocabulary:
         if not isinstance(word, str):
             raise TypeError(f"vocabulary words must be str; got {type(word).__name__}: {word!r}")
-        if word and not any(ch.isdigit() for ch in word) and word not in CHARACTERS:
+        if word and (numbers or not any(ch.isdigit() for ch in word)) and word not in CHARACTERS:
             words.add(word)
     return sorted(words - set(SPECIAL_TOKENS))
 
@@ -134,9 +140,14 @@ def _escape(text: str) -> str:
 
 
 def _word_pattern(word: str) -> str:
-    """Regex for one vocabulary word that is not glued to neighbouring letters."""
-    head = f"(?<![{_LETTER}])" if word[0].isalpha() else ""
-    tail = f"(?![{_LETTER}])" if word[-1].isalpha() else ""
+    """Regex for one vocabulary word that is not glued to neighbouring letters or digits."""
+
+    def guard(ch: str) -> str:
+        return f"[{_LETTER}]" if ch.isalpha() else "[0-9]" if ch.isdigit() else ""
+
+    head, tail = guard(word[0]), guard(word[-1])
+    head = f"(?<!{head})" if head else ""
+    tail = f"(?!{tail})" if tail else ""
     return head + _escape(word) + tail
 
 
@@ -146,19 +157,20 @@ def _split_pattern(words: list[str]) -> str:
     return "|".join([_word_pattern(w) for w in by_length] + [r"[\s\S]"])
 
 
-def build_tokenizer(vocabulary: Any) -> PreTrainedTokenizerFast:
+def build_tokenizer(vocabulary: Any, *, numbers: bool = False) -> PreTrainedTokenizerFast:
     """Build the word-level tokenizer with character fallback and the chat template.
 
     Args:
         vocabulary: Words (or an env exposing ``.unwrapped.vocabulary()``); see
             `resolve_vocabulary`.
+        numbers: Make the vocabulary's words with digits single tokens too.
 
     Returns:
         A fast tokenizer with ``pad``, ``bos``, ``unk`` and ``eos`` (``<|end|>``)
         set, no automatic special tokens on plain ``encode``, and a prefix-stable
         chat template.
     """
-    words = resolve_vocabulary(vocabulary)
+    words = resolve_vocabulary(vocabulary, numbers=numbers)
     # Words carry no leading space: a space is its own token, so a word is the same
     # token wherever it stands ("film Burning" and "search[Burning"), and copying a
     # name from an observation into a tool call is an identity copy.

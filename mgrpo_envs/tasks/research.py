@@ -120,6 +120,12 @@ RELATIONS: dict[str, tuple[str, str | None, str]] = {
 }
 TYPE_NOUN = {"film": "the film", "studio": "the studio", "person": "", "city": "the city"}
 YEAR_RELATIONS = ("release_year", "founding_year", "birth_year")
+YEAR_RANGES = {
+    "release_year": (1950, 2020),
+    "founding_year": (1900, 1990),
+    "birth_year": (1920, 1995),
+}
+MAX_DOC_ID = 299  # document ids in the vocabulary; the largest seen world (hard) has 112
 
 DIFFICULTIES: dict[str, dict] = {
     "easy": dict(
@@ -302,11 +308,7 @@ class WorldBuilder:
 
     def _value(self, e: Entity, rel: str, obj: str | None) -> str:
         if obj is None:
-            lo, hi = {
-                "release_year": (1950, 2020),
-                "founding_year": (1900, 1990),
-                "birth_year": (1920, 1995),
-            }[rel]
+            lo, hi = YEAR_RANGES[rel]
             return str(int(self.rng.integers(lo, hi + 1)))
         if obj == "country":
             return self._pick(COUNTRIES)
@@ -522,6 +524,12 @@ class ResearchTask(Task):
             "country no documents match d unknown ids look like come from search "
             "empty query write some words e.g. document".split()
         )
+        # Document ids and years: a tokenizer that keeps numbers (HFPolicy.tiny(...,
+        # numbers=True)) makes each one token; the default drops words with digits.
+        words.update(f"d{i}" for i in range(1, MAX_DOC_ID + 1))
+        first = min(lo for lo, _ in YEAR_RANGES.values())
+        last = max(hi for _, hi in YEAR_RANGES.values())
+        words.update(str(year) for year in range(first, last + 1))
         return sorted(words)
 
 
