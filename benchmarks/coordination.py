@@ -82,6 +82,10 @@ class Settings:
         sft_lr: SFT learning rate.
         sft_batch_tokens: Padded tokens per SFT step.
         sft_context_weight: Weight of SFT's language-modelling loss on context tokens.
+        sft_copy_steps: Steps of synthetic copying before the demonstrations.
+        sft_shared: Train the ``multi`` warm start as one model on every role's
+            demonstrations and give each role its own copy of it (else one model
+            per role, each on its own role's demonstrations).
         steps: RL steps of every arm.
         queries: Queries per step.
         group: Rollouts per query.
@@ -99,9 +103,10 @@ class Settings:
     sft_episodes: int = 2000
     sft_epochs: int = 3
     sft_lr: float = 1e-3
-    sft_batch_tokens: int = 6144
+    sft_batch_tokens: int = 2048
     sft_context_weight: float = 1.0
     sft_copy_steps: int = 400
+    sft_shared: bool = True
     steps: int = 30
     queries: int = 8
     group: int = 8
@@ -148,6 +153,7 @@ class Settings:
             "max_batch_tokens": self.sft_batch_tokens,
             "context_weight": self.sft_context_weight,
             "copy_steps": self.sft_copy_steps,
+            "shared": self.sft_shared,
         }
 
     def eval_key(self) -> str:
@@ -219,9 +225,10 @@ def warm_start_ready(kind: str, path: Path, roles: Iterable[str]) -> bool:
     return (path / "config.json").is_file()
 
 
-def fresh_policies(kind: str, env: Any, size: str) -> dict[str, HFPolicy]:
+def fresh_policies(kind: str, env: Any, size: str, shared: bool = True) -> dict[str, HFPolicy]:
+    """Untrained policies of a warm start; a shared ``multi`` one is saved as a copy per role."""
     roles = list(env.possible_agents)
-    if kind == "multi":
+    if kind == "multi" and not shared:
         return {r: HFPolicy.tiny(env, size=size, seed=i) for i, r in enumerate(roles)}
     one = HFPolicy.tiny(env, size=size, seed=0)
     return {r: one for r in roles}
@@ -255,7 +262,7 @@ def prepare_warm_start(kind: str, s: Settings, directory: str, train: bool, thre
     if train:
         print(f"[warm start {kind}] SFT on {s.sft_episodes} expert episodes ...", flush=True)
         t0, cpu0 = time.perf_counter(), time.process_time()
-        policies = fresh_policies(kind, env_fn(), s.size)
+        policies = fresh_policies(kind, env_fn(), s.size, s.sft_shared)
         cfg = SFTConfig(
             episodes=s.sft_episodes,
             epochs=s.sft_epochs,

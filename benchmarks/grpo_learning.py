@@ -69,7 +69,7 @@ def train_warm_start(env_fn, args) -> Path:
         episodes=20 if args.quick else 2000,
         epochs=1 if args.quick else 3,
         lr=1e-3,
-        max_batch_tokens=6144,
+        max_batch_tokens=2048,
         context_weight=1.0,
         copy_steps=20 if args.quick else 400,
     )

@@ -1,7 +1,8 @@
 """SFT warm start: success of a tiny model trained on the scripted expert's demonstrations.
 
-Tiny policies (one per role, or one shared with ``--shared``) are trained by SFT on expert episodes
-of ``research_v0`` and evaluated on held-out seeds (disjoint from the demonstration
+A tiny policy is trained by SFT on expert episodes of ``research_v0`` (by default one
+model on every role's demonstrations, each role's loss on its own tokens; ``--per-role``
+trains one model per role) and evaluated on held-out seeds (disjoint from the demonstration
 seeds) by sampling at temperature 1, the setting RL starts from. Reported: success
 rate with its 95% Wilson interval, next to the scripted expert and the untrained
 model on the same seeds, plus the SFT wall time.
@@ -61,11 +62,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", default=None, help="directory to save the trained policies")
     parser.add_argument(
-        "--shared",
-        action="store_true",
-        help="one model for every role (default: one model per role)",
+        "--per-role",
+        dest="shared",
+        action="store_false",
+        help="one model per role, each on its own role's demonstrations",
     )
-    parser.add_argument("--batch-tokens", type=int, default=6144)
+    parser.add_argument(
+        "--shared",
+        dest="shared",
+        action="store_true",
+        help="one model learns every role's demonstrations (the default)",
+    )
+    parser.add_argument("--batch-tokens", type=int, default=2048)
     parser.add_argument(
         "--numbers",
         action="store_true",

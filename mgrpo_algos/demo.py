@@ -43,9 +43,10 @@ class DemoSettings:
     sft_episodes: int = 600
     sft_epochs: int = 3
     sft_lr: float = 1e-3
-    sft_batch_tokens: int = 6144
+    sft_batch_tokens: int = 2048
     sft_context_weight: float = 1.0
     sft_copy_steps: int = 400
+    sft_shared: bool = True  # one model learns every role's demonstrations; each role gets a copy
     steps: int = 6
     queries: int = 4
     group_size: int = 8
@@ -95,7 +96,11 @@ def reference_rates(s: DemoSettings) -> dict[str, Any]:
 
 
 def warm_start_dir(s: DemoSettings, out: Path, env_fn) -> Path:
-    """Per-role SFT models in ``out/warm_start`` (trained unless cached with these settings)."""
+    """Per-role SFT models in ``out/warm_start`` (trained unless cached with these settings).
+
+    With ``sft_shared`` one model is trained on every role's demonstrations and saved
+    once per role, so M-GRPO still trains a separate model per role from there.
+    """
     from mgrpo_algos.policies import HFPolicy
     from mgrpo_algos.sft import SFTConfig, warm_start
 
@@ -107,9 +112,13 @@ def warm_start_dir(s: DemoSettings, out: Path, env_fn) -> Path:
         print(f"using the cached warm start in {path}")
         return path
     roles = env_fn().possible_agents
-    policies = {
-        r: HFPolicy.tiny(env_fn(), size=s.size, seed=s.seed + i) for i, r in enumerate(roles)
-    }
+    if s.sft_shared:
+        one = HFPolicy.tiny(env_fn(), size=s.size, seed=s.seed)
+        policies = {r: one for r in roles}
+    else:
+        policies = {
+            r: HFPolicy.tiny(env_fn(), size=s.size, seed=s.seed + i) for i, r in enumerate(roles)
+        }
     config = SFTConfig(
         episodes=s.sft_episodes,
         epochs=s.sft_epochs,
