@@ -40,7 +40,7 @@ class DemoSettings:
     env: str = "research_v0"
     difficulty: str = "easy"
     size: str = "micro"
-    sft_episodes: int = 600
+    sft_episodes: int = 1500
     sft_epochs: int = 3
     sft_lr: float = 1e-3
     sft_batch_tokens: int = 2048
@@ -150,7 +150,7 @@ def run_demo(s: DemoSettings, out: str | Path = "runs/demo") -> dict[str, Any]:
     refs = reference_rates(s)
     print(f"[1/5] {s.env} ({s.difficulty}), {s.eval_episodes} held-out episodes")
     print(f"      expert {refs['expert']['text']}   random {refs['random']['text']}")
-    print(f"[2/5] warm start: tiny-{s.size} per role, SFT on expert demonstrations")
+    print(f"[2/5] warm start: tiny-{s.size}, SFT on every role's expert demonstrations")
     warm = warm_start_dir(s, out, env_fn)
     config = MGRPOConfig(
         env=s.env,
