@@ -61,7 +61,7 @@ from mgrpo_algos.metrics import emit, format_rate, wilson_interval
 from mgrpo_algos.mgrpo import MGRPOConfig, MGRPOTrainer
 from mgrpo_algos.policies import HFPolicy
 from mgrpo_algos.rollout import RolloutConfig, RolloutEngine
-from mgrpo_algos.sft import SFTConfig, warm_start
+from mgrpo_algos.sft import SFTConfig, tiny_policies, warm_start
 
 ENV = "research_v0"
 EVAL_SEED0 = 1_000_000  # held out: demonstrations use seeds 0.., training draws at random
@@ -227,11 +227,7 @@ def warm_start_ready(kind: str, path: Path, roles: Iterable[str]) -> bool:
 
 def fresh_policies(kind: str, env: Any, size: str, shared: bool = True) -> dict[str, HFPolicy]:
     """Untrained policies of a warm start; a shared ``multi`` one is saved as a copy per role."""
-    roles = list(env.possible_agents)
-    if kind == "multi" and not shared:
-        return {r: HFPolicy.tiny(env, size=size, seed=i) for i, r in enumerate(roles)}
-    one = HFPolicy.tiny(env, size=size, seed=0)
-    return {r: one for r in roles}
+    return tiny_policies(env, size=size, seed=0, shared=shared or kind != "multi")
 
 
 def load_warm_start(kind: str, path: Path, roles: Iterable[str]) -> dict[str, HFPolicy]:

@@ -23,9 +23,8 @@ import torch
 
 import mgrpo_envs
 from mgrpo_algos.metrics import emit, format_rate, wilson_interval
-from mgrpo_algos.policies import HFPolicy
 from mgrpo_algos.rollout import RolloutConfig, RolloutEngine
-from mgrpo_algos.sft import SFTConfig, expert_script, warm_start
+from mgrpo_algos.sft import SFTConfig, expert_script, tiny_policies, warm_start
 
 EVAL_SEED0 = 1_000_000  # evaluation seeds never overlap the demonstration seeds
 
@@ -101,15 +100,9 @@ def main() -> None:
         return mgrpo_envs.make("research_v0", difficulty=args.difficulty)
 
     torch.manual_seed(args.seed)
-    roles = env_fn().possible_agents
-    if args.shared:
-        one = HFPolicy.tiny(env_fn(), size=args.size, seed=args.seed, numbers=args.numbers)
-        policies = {r: one for r in roles}
-    else:
-        policies = {
-            r: HFPolicy.tiny(env_fn(), size=args.size, seed=args.seed + i, numbers=args.numbers)
-            for i, r in enumerate(roles)
-        }
+    policies = tiny_policies(
+        env_fn(), size=args.size, seed=args.seed, shared=args.shared, numbers=args.numbers
+    )
     # the untrained model on a few episodes only: it never succeeds, and sampling until
     # every budget runs out is the most expensive evaluation there is
     untrained = evaluate(env_fn, policies, min(episodes, 20), args.seed)

@@ -101,8 +101,7 @@ def warm_start_dir(s: DemoSettings, out: Path, env_fn) -> Path:
     With ``sft_shared`` one model is trained on every role's demonstrations and saved
     once per role, so M-GRPO still trains a separate model per role from there.
     """
-    from mgrpo_algos.policies import HFPolicy
-    from mgrpo_algos.sft import SFTConfig, warm_start
+    from mgrpo_algos.sft import SFTConfig, tiny_policies, warm_start
 
     path = out / "warm_start"
     keys = ("env", "difficulty", "size", "seed")
@@ -111,14 +110,7 @@ def warm_start_dir(s: DemoSettings, out: Path, env_fn) -> Path:
     if stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp:
         print(f"using the cached warm start in {path}")
         return path
-    roles = env_fn().possible_agents
-    if s.sft_shared:
-        one = HFPolicy.tiny(env_fn(), size=s.size, seed=s.seed)
-        policies = {r: one for r in roles}
-    else:
-        policies = {
-            r: HFPolicy.tiny(env_fn(), size=s.size, seed=s.seed + i) for i, r in enumerate(roles)
-        }
+    policies = tiny_policies(env_fn(), size=s.size, seed=s.seed, shared=s.sft_shared)
     config = SFTConfig(
         episodes=s.sft_episodes,
         epochs=s.sft_epochs,

@@ -214,6 +214,31 @@ def train_sft(
     return losses
 
 
+def tiny_policies(
+    env: Any, *, size: str = "micro", seed: int = 0, shared: bool = True, numbers: bool = False
+) -> dict[str, Policy]:
+    """Untrained tiny policies for a warm start, one entry per role of ``env``.
+
+    Args:
+        env: The env whose roles (``possible_agents``) and vocabulary are used.
+        size: Tiny model size (see `HFPolicy.tiny`).
+        seed: Initialisation seed; role ``i`` gets ``seed + i`` when not shared.
+        shared: One model for every role (it learns every role's demonstrations;
+            save it once per role to give each role its own copy), else one per role.
+        numbers: Document ids and years as single tokens (see `HFPolicy.tiny`).
+    """
+    from mgrpo_algos.policies import HFPolicy
+
+    roles = list(env.possible_agents)
+    if shared:
+        one = HFPolicy.tiny(env, size=size, seed=seed, numbers=numbers)
+        return {r: one for r in roles}
+    return {
+        r: HFPolicy.tiny(env, size=size, seed=seed + i, numbers=numbers)
+        for i, r in enumerate(roles)
+    }
+
+
 def warm_start(
     env_fn: Callable[[], Any],
     policies: Mapping[str, Policy],

@@ -14,6 +14,7 @@ from mgrpo_algos.sft import (
     collect_demonstrations,
     copy_batch,
     expert_script,
+    tiny_policies,
     train_copy,
     train_sft,
 )
@@ -175,3 +176,14 @@ def test_copy_pretraining_needs_a_tokenizer() -> None:
 
     with pytest.raises(ValueError, match="has none; set copy_steps=0"):
         train_copy(NoTokenizer(), SFTConfig(copy_steps=1), progress=False)
+
+
+def test_tiny_policies_shared_or_one_per_role() -> None:
+    env = mgrpo_envs.make("research_v0")
+    shared = tiny_policies(env, size="micro")
+    assert set(shared) == set(env.possible_agents)
+    assert len({id(p) for p in shared.values()}) == 1
+    apart = tiny_policies(env, size="micro", shared=False)
+    main, searcher = apart["main"], apart["searcher"]
+    assert main is not searcher
+    assert not torch.equal(next(main.parameters()), next(searcher.parameters()))
