@@ -49,6 +49,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
+from math import nan
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -58,10 +59,10 @@ import torch
 
 from mgrpo_algos.grpo import GRPOConfig, GRPOTrainer, make_env_fn
 from mgrpo_algos.metrics import emit, format_rate, wilson_interval
-from mgrpo_algos.mgrpo import MGRPOConfig, MGRPOTrainer
+from mgrpo_algos.mgrpo import MGRPOConfig, MGRPOTrainer, score_main, score_sub
 from mgrpo_algos.policies import HFPolicy
 from mgrpo_algos.rollout import RolloutConfig, RolloutEngine
-from mgrpo_algos.sft import SFTConfig, tiny_policies, warm_start
+from mgrpo_algos.sft import SFTConfig, expert_script, tiny_policies, warm_start
 
 ENV = "research_v0"
 EVAL_SEED0 = 1_000_000  # held out: demonstrations use seeds 0.., training draws at random
@@ -76,6 +77,8 @@ class Settings:
 
     Attributes:
         difficulty: research_v0's ``difficulty``.
+        arithmetic: research_v0's ``arithmetic`` (whether questions that need the
+            calculator are drawn); None keeps the difficulty's default.
         size: Tiny model size of every warm start.
         sft_episodes: Expert episodes each warm start is trained on.
         sft_epochs: Passes over them.
@@ -96,9 +99,12 @@ class Settings:
         eval_every: Steps between evaluations during training (0: start and end only).
         seeds: Training seeds, each run once per arm.
         arms: Arms to run (``mgrpo``, ``main-only``, ``single``, ``shared``).
+        diagnose: Also evaluate multi-role policies with the sub-agents, then main,
+            played by the scripted expert (which role limits success).
     """
 
     difficulty: str = "medium"
+    arithmetic: bool | None = None
     size: str = "small"
     sft_episodes: int = 2000
     sft_epochs: int = 3
@@ -117,6 +123,7 @@ class Settings:
     eval_every: int = 0
     seeds: tuple[int, ...] = (0, 1, 2)
     arms: tuple[str, ...] = ("mgrpo", "main-only", "single")
+    diagnose: bool = False
 
     def __post_init__(self) -> None:
         unknown = [a for a in self.arms if a not in ARMS]
@@ -134,7 +141,9 @@ class Settings:
 
     @property
     def env_kwargs(self) -> dict[str, Any]:
-        return {"difficulty": self.difficulty}
+        if self.arithmetic is None:
+            return {"difficulty": self.difficulty}
+        return {"difficulty": self.difficulty, "arithmetic": self.arithmetic}
 
     @property
     def episodes_per_run(self) -> int:
@@ -145,7 +154,7 @@ class Settings:
         """What a warm start depends on: reused only when this matches."""
         return {
             "env": ENV,
-            "difficulty": self.difficulty,
+            **self.env_kwargs,
             "size": self.size,
             "episodes": self.sft_episodes,
             "epochs": self.sft_epochs,
@@ -157,7 +166,9 @@ class Settings:
         }
 
     def eval_key(self) -> str:
-        return f"{ENV}/{self.difficulty}/n{self.eval_episodes}/t{self.max_new_tokens}"
+        task = "/".join(f"{k}={v}" for k, v in self.env_kwargs.items() if k != "difficulty")
+        where = f"{ENV}/{self.difficulty}" + (f"/{task}" if task else "")
+        return f"{where}/n{self.eval_episodes}/t{self.max_new_tokens}"
 
 
 PRESETS = {
@@ -190,10 +201,27 @@ def worker_setup(threads: int) -> None:
     hf_logging.disable_progress_bar()
 
 
-def evaluate(env_fn: Callable[[], Any], policies: dict[str, HFPolicy], s: Settings) -> dict:
-    """Success on the held-out seeds at temperature 1, with its 95% Wilson interval."""
+def evaluate(
+    env_fn: Callable[[], Any],
+    policies: dict[str, HFPolicy],
+    s: Settings,
+    scripted: Iterable[str] = (),
+) -> dict:
+    """Success on the held-out seeds at temperature 1, with its 95% Wilson interval.
+
+    Roles in ``scripted`` are played by the env's scripted expert instead of their
+    policy. ``sub_calls`` holds, per sub-agent role, how many calls the episodes
+    made and the share whose result was the fact asked for (the expert score).
+    With ``s.diagnose`` on a multi-role env, ``roles`` also gives the success with
+    every sub-agent scripted (``expert_subs``: how good main is) and with main
+    scripted (``expert_main``: how good the sub-agents are on well-posed subtasks).
+    """
+    scripts = {role: expert_script for role in scripted}
     engine = RolloutEngine(
-        env_fn, policies, RolloutConfig(max_new_tokens=s.max_new_tokens, temperature=1.0)
+        env_fn,
+        policies,
+        RolloutConfig(max_new_tokens=s.max_new_tokens, temperature=1.0),
+        scripts=scripts,
     )
     n = s.eval_episodes
     with torch.no_grad():
@@ -203,12 +231,121 @@ def evaluate(env_fn: Callable[[], Any], policies: dict[str, HFPolicy], s: Settin
             generator=torch.Generator().manual_seed(EVAL_SAMPLING_SEED),
         )
     wins = sum(e.correct for e in res.episodes)
-    return {
+    out: dict[str, Any] = {
         "success": wins / n,
         "ci95": list(wilson_interval(wins, n)),
         "wins": wins,
         "episodes": n,
         "seconds": res.wall_seconds,
+        "sub_calls": sub_call_stats(res.episodes),
+    }
+    subs = [r for r in policies if r != "main"]
+    if s.diagnose and subs and not scripted:
+        out["roles"] = {
+            "expert_subs": evaluate(env_fn, policies, s, scripted=subs),
+            "expert_main": evaluate(env_fn, policies, s, scripted=["main"]),
+        }
+        out["signal"] = learning_signal(env_fn, policies, s)
+    return out
+
+
+SIGNAL_QUERIES = 16  # held-out queries of the learning-signal probe, s.group rollouts each
+
+
+def learning_signal(
+    env_fn: Callable[[], Any], policies: dict[str, HFPolicy], s: Settings
+) -> dict[str, dict[str, float]]:
+    """What a training step's groups give each sub-agent role to learn from.
+
+    Collects ``SIGNAL_QUERIES`` held-out queries x ``s.group`` rollouts as a training
+    step would, scores every call with M-GRPO's default ``R_S``, and reports per role:
+
+    * ``between_subtask_share``: the share of ``R_S``'s variance within a query (the
+      group M-GRPO z-scores over) that lies between the subtasks the calls served,
+      not between calls on the same subtask;
+    * ``subtask_groups_differing``: of the (query, subtask) pairs with two or more
+      calls, the share whose calls differ in the expert score (the groups in which
+      the role's own choices changed the outcome);
+    * ``nll_per_token``: the mean negative log-probability of the tokens it sampled
+      (how far it is from deterministic); ``main`` gets this one too.
+    """
+    defaults = MGRPOConfig()
+    engine = RolloutEngine(
+        env_fn, policies, RolloutConfig(max_new_tokens=s.max_new_tokens, temperature=1.0)
+    )
+    seeds = list(range(EVAL_SEED0, EVAL_SEED0 + SIGNAL_QUERIES))
+    with torch.no_grad():
+        res = engine.collect(
+            seeds, s.group, generator=torch.Generator().manual_seed(EVAL_SAMPLING_SEED)
+        )
+    _, rows = score_main(res, defaults.main_weights)
+    scored = score_sub(res, rows, defaults.sub_weights)
+    records = {(e.group_id, e.rollout_id): e.infos for e in res.episodes}
+    out: dict[str, dict[str, float]] = {}
+    for role in policies:
+        mine = [t for t in res.trajectories if t.agent == role]
+        stats: dict[str, float] = {"calls": float(len(mine))}
+        if mine:
+            stats["nll_per_token"] = -float(np.mean([t.old_logprobs.mean() for t in mine]))
+        if role != "main" and mine:
+            calls = []
+            for t in scored:
+                if t.agent == role:
+                    record = records[(t.group_id, t.rollout_id)][role]["calls"][t.invocation]
+                    calls.append((t.group_id, record["subtask"], record["expert"], t.reward))
+            stats.update(subtask_signal(calls))
+        out[role] = stats
+    return out
+
+
+def subtask_signal(calls: Iterable[tuple[int, str, float, float]]) -> dict[str, float]:
+    """How much of a role's group-relative signal its own choices can explain.
+
+    Args:
+        calls: ``(query, subtask, expert score, R_S)`` of every call of the role;
+            subtasks are compared case- and space-insensitively.
+
+    Returns:
+        ``between_subtask_share``: summed over queries, the variance of the calls'
+        subtask means over the variance of ``R_S`` (population variances within each
+        query); ``subtask_groups_differing``: the share of (query, subtask) groups of
+        two or more calls whose expert scores are not all equal.
+    """
+    by_query: dict[int, dict[str, list[tuple[float, float]]]] = {}
+    for query, subtask, expert, reward in calls:
+        key = " ".join(subtask.lower().split())
+        by_query.setdefault(query, {}).setdefault(key, []).append((expert, reward))
+    total = between = 0.0
+    differing = []
+    for groups in by_query.values():
+        rewards = np.array([r for g in groups.values() for _, r in g])  # (n,)
+        means = np.array([np.mean([r for _, r in g]) for g in groups.values() for _ in g])  # (n,)
+        total += float(rewards.var())
+        between += float(means.var())
+        differing += [len({e for e, _ in g}) > 1 for g in groups.values() if len(g) >= 2]
+    return {
+        "between_subtask_share": between / total if total > 0 else 0.0,
+        "subtask_groups_differing": float(np.mean(differing)) if differing else 0.0,
+    }
+
+
+def sub_call_stats(episodes: Iterable[Any]) -> dict[str, dict[str, float]]:
+    """Sub-agent role -> calls per episode, and the shares of calls that returned a
+    result (``format_ok``) and the fact asked for (``accuracy``)."""
+    calls: dict[str, list[dict]] = {}
+    n = 0
+    for e in episodes:
+        n += 1
+        for role, info in e.infos.items():
+            if "calls" in info:
+                calls.setdefault(role, []).extend(info["calls"])
+    return {
+        role: {
+            "calls_per_episode": len(cs) / max(n, 1),
+            "format_ok": float(np.mean([c["format_ok"] for c in cs])) if cs else 0.0,
+            "accuracy": float(np.mean([c["expert"] for c in cs])) if cs else 0.0,
+        }
+        for role, cs in calls.items()
     }
 
 
@@ -277,7 +414,8 @@ def prepare_warm_start(kind: str, s: Settings, directory: str, train: bool, thre
             "final_loss": {k: v[-1] for k, v in history.items()},
         }
     evals = meta.setdefault("evals", {})
-    if s.eval_key() not in evals:
+    cached = evals.get(s.eval_key(), {})
+    if not cached or (s.diagnose and kind != "single" and "signal" not in cached):
         evals[s.eval_key()] = evaluate(env_fn, load_warm_start(kind, path, roles), s)
     meta_path.write_text(json.dumps(meta, indent=2))
     start = evals[s.eval_key()]
@@ -470,6 +608,25 @@ def summarise(s: Settings, warm: dict[str, dict], runs: list[dict]) -> dict[str,
         wins, n = sum(r["end"]["wins"] for r in rs), sum(r["end"]["episodes"] for r in rs)
         out["pooled_ci95"][arm] = list(wilson_interval(wins, n))
         out["start"][arm] = warm[WARM_START_OF[arm]]["start"]["success"]
+        diagnosis = {str(r["seed"]): diagnosis_of(r["end"]) for r in rs if "roles" in r["end"]}
+        if diagnosis:
+            out.setdefault("diagnosis", {})[arm] = {
+                "start": diagnosis_of(warm[WARM_START_OF[arm]]["start"]),
+                **diagnosis,
+            }
+    return out
+
+
+def diagnosis_of(evaluation: dict) -> dict[str, float]:
+    """Success as played, with expert sub-agents, with an expert main; sub-call accuracy."""
+    out = {"as_played": evaluation["success"]}
+    for name, e in evaluation.get("roles", {}).items():
+        out[name] = e["success"]
+    for role, stats in evaluation.get("sub_calls", {}).items():
+        out[f"{role}_accuracy"] = stats["accuracy"]
+        out[f"{role}_calls_per_episode"] = stats["calls_per_episode"]
+    for role, stats in evaluation.get("signal", {}).items():
+        out.update({f"{role}_{k}": v for k, v in stats.items()})
     return out
 
 
@@ -492,6 +649,37 @@ def print_table(s: Settings, warm: dict[str, dict], runs: list[dict]) -> None:
             )
         wins, n = sum(r["end"]["wins"] for r in rs), sum(r["end"]["episodes"] for r in rs)
         print(f"{arm:<11}{'all':>5}  {format_rate(wins, n):<34}")
+    diagnosis = summarise(s, warm, runs).get("diagnosis", {})
+    if diagnosis:
+        print()
+        print("which role limits success (held-out success as played / with expert sub-agents /")
+        print("with an expert main; sub-agent calls that returned the fact asked for):")
+        for arm, per_seed in diagnosis.items():
+            for seed, d in per_seed.items():
+                accuracy = "  ".join(
+                    f"{k.removesuffix('_accuracy')} {v:.3f}"
+                    for k, v in d.items()
+                    if k.endswith("_accuracy")
+                )
+                print(
+                    f"{arm:<11}{seed:>6}  {d['as_played']:.3f} / {d.get('expert_subs', nan):.3f}"
+                    f" / {d.get('expert_main', nan):.3f}   {accuracy}"
+                )
+        print()
+        print("what the sub-agents' groups hold: share of R_S's variance between subtasks,")
+        print("share of same-subtask groups whose calls differ in outcome; sampled-token NLL:")
+        for arm, per_seed in diagnosis.items():
+            for seed, d in per_seed.items():
+                parts = [f"main nll {d.get('main_nll_per_token', nan):.4f}"]
+                for key in d:
+                    if key.endswith("_between_subtask_share"):
+                        role = key.removesuffix("_between_subtask_share")
+                        parts.append(
+                            f"{role}: between {d[key]:.2f}, differing "
+                            f"{d[f'{role}_subtask_groups_differing']:.2f}, "
+                            f"nll {d[f'{role}_nll_per_token']:.4f}"
+                        )
+                print(f"{arm:<11}{seed:>6}  " + "   ".join(parts))
     print()
 
 
@@ -542,7 +730,8 @@ def plot(s: Settings, warm: dict[str, dict], runs: list[dict], path: Path) -> bo
         ylabel="success rate",
         title=f"held-out eval, {s.eval_episodes} episodes, 95% CI\n(square: warm start; dot: seed)",
     )
-    fig.suptitle(f"{ENV} ({s.difficulty}), tiny-{s.size}, {s.episodes_per_run} episodes per run")
+    task = ", ".join(str(v) if k == "difficulty" else f"{k}={v}" for k, v in s.env_kwargs.items())
+    fig.suptitle(f"{ENV} ({task}), tiny-{s.size}, {s.episodes_per_run} episodes per run")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -557,6 +746,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--arms", nargs="+", choices=ARMS)
     p.add_argument("--seeds", type=int, nargs="+")
     p.add_argument("--difficulty", choices=["easy", "medium", "hard"])
+    p.add_argument(
+        "--arithmetic",
+        choices=["yes", "no"],
+        help="draw questions that need the calculator (default: the difficulty's)",
+    )
     p.add_argument("--size", choices=["micro", "small", "base"])
     p.add_argument("--loss", choices=["grpo", "dr_grpo", "dapo", "gspo"])
     for name, kind in (
@@ -570,6 +764,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ("eval-every", int),
     ):
         p.add_argument(f"--{name}", type=kind)
+    p.add_argument(
+        "--diagnose",
+        action="store_true",
+        default=None,
+        help="also evaluate with the sub-agents, then main, played by the scripted expert",
+    )
     p.add_argument("--jobs", type=int, default=2, help="runs at once, in spawned processes")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--out", default=None, help="default: runs/coordination(-quick)")
@@ -587,6 +787,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
     for name in ("arms", "seeds"):
         if name in overrides:
             overrides[name] = tuple(overrides[name])
+    if "arithmetic" in overrides:
+        overrides["arithmetic"] = overrides["arithmetic"] == "yes"
     return dataclasses.replace(preset, **overrides)
 
 

@@ -30,6 +30,18 @@ def test_settings_name_the_bad_value(bench) -> None:
         bench.Settings(group=1)
 
 
+def test_arithmetic_reaches_the_env_and_the_keys(bench) -> None:
+    default = bench.settings_from(bench.parse_args(["--preset", "cpu-small"]))
+    plain = bench.settings_from(bench.parse_args(["--preset", "cpu-small", "--arithmetic", "no"]))
+    assert default.env_kwargs == {"difficulty": "medium"}
+    assert plain.env_kwargs == {"difficulty": "medium", "arithmetic": False}
+    assert plain.eval_key() != default.eval_key() and plain.sft_key() != default.sft_key()
+    env = bench.warm_env_fn("multi", plain)()
+    for seed in range(20):
+        env.reset(seed=seed)
+        assert env.unwrapped.episode.calculation is None
+
+
 def test_every_arm_trains_the_same_episodes_and_reports(bench, tmp_path, capsys) -> None:
     out = tmp_path / "out"
     argv = ["--quick", "--jobs", "1", "--out", str(out), "--sft-episodes", "2"]
@@ -57,3 +69,48 @@ def test_every_arm_trains_the_same_episodes_and_reports(bench, tmp_path, capsys)
     other = dataclasses.replace(s, sft_episodes=3)
     assert bench.warm_starts_to_train(other, warm, cache=True) == {"multi": True, "single": True}
     assert bench.warm_starts_to_train(other, warm, cache=False) == {"multi": False, "single": False}
+
+
+def test_diagnosis_scripts_each_role_in_turn(bench, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    argv = ["--quick", "--jobs", "1", "--out", str(out), "--sft-episodes", "2", "--diagnose"]
+    argv += ["--arms", "mgrpo", "--steps", "1", "--queries", "1", "--group", "2"]
+    argv += ["--eval-episodes", "3", "--difficulty", "easy"]
+    bench.main(argv)
+    printed = capsys.readouterr().out
+    result = json.loads(printed.strip().splitlines()[-1])
+    assert "which role limits success" in printed
+    start, end = result["diagnosis"]["mgrpo"]["start"], result["diagnosis"]["mgrpo"]["0"]
+    for d in (start, end):
+        assert set(d) >= {"as_played", "expert_subs", "expert_main", "searcher_accuracy"}
+        assert 0 <= d["searcher_accuracy"] <= 1
+        assert d["main_calls"] > 0 and d["main_nll_per_token"] >= 0
+    assert "share of R_S's variance between subtasks" in printed
+    # an untrained main (one SFT step) never answers right, even with an expert searcher
+    assert start["expert_subs"] == 0.0
+
+    # with every role scripted the held-out episodes are all solved, whatever the policies
+    s = bench.settings_from(bench.parse_args(argv))
+    env_fn = bench.warm_env_fn("multi", s)
+    roles = env_fn().possible_agents
+    policies = bench.load_warm_start("multi", out / "warm_start" / "multi", roles)
+    both = bench.evaluate(env_fn, policies, s, scripted=roles)
+    assert both["success"] == 1.0 and "roles" not in both
+    assert both["sub_calls"]["searcher"]["accuracy"] == 1.0
+    assert both["sub_calls"]["searcher"]["calls_per_episode"] >= 1
+
+
+def test_subtask_signal_splits_the_variance_by_hand(bench) -> None:
+    # query 0: subtask A rewards 1, 1 (experts 1, 1); subtask B rewards 0, 0.5 (experts 0, 1)
+    # R_S: mean 0.625, var ((0.375^2)*2 + 0.625^2 + 0.125^2) / 4 = 0.171875
+    # subtask means 1, 1, 0.25, 0.25: var 0.375^2 = 0.140625
+    # query 1: one call, no variance, no group of two
+    calls = [(0, "Find  A", 1.0, 1.0), (0, "find a", 1.0, 1.0), (0, "B", 0.0, 0.0)]
+    calls += [(0, "B", 1.0, 0.5), (1, "C", 1.0, 0.6)]
+    out = bench.subtask_signal(calls)
+    assert out["between_subtask_share"] == pytest.approx(0.140625 / 0.171875)
+    assert out["subtask_groups_differing"] == pytest.approx(0.5)  # B differs, A does not
+    assert bench.subtask_signal([(0, "A", 1.0, 0.3)]) == {
+        "between_subtask_share": 0.0,
+        "subtask_groups_differing": 0.0,
+    }
