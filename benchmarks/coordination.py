@@ -94,6 +94,8 @@ class Settings:
         group: Rollouts per query.
         lr: RL learning rate.
         loss: RL ``loss_type``.
+        sub_groups: M-GRPO's ``sub_groups`` (``query``: the paper's sub-agent groups;
+            ``subtask``: the query's calls on the same subtask).
         max_new_tokens: Tokens per agent turn (training and evaluation).
         eval_episodes: Held-out episodes per evaluation.
         eval_every: Steps between evaluations during training (0: start and end only).
@@ -118,6 +120,7 @@ class Settings:
     group: int = 8
     lr: float = 1e-4
     loss: str = "dapo"
+    sub_groups: str = "query"
     max_new_tokens: int = 40
     eval_episodes: int = 200
     eval_every: int = 0
@@ -461,7 +464,8 @@ def make_trainer(arm: str, seed: int, s: Settings, warm_dir: Path, run_dir: Path
     model = str(warm_dir / WARM_START_OF[arm])
     if arm == "single":
         return GRPOTrainer(GRPOConfig(view="single", model=model, **common), out_dir=run_dir)
-    return MGRPOTrainer(MGRPOConfig(algo=arm, model=model, **common), out_dir=run_dir)
+    config = MGRPOConfig(algo=arm, model=model, sub_groups=s.sub_groups, **common)
+    return MGRPOTrainer(config, out_dir=run_dir)
 
 
 def trained_policies(trainer: Any) -> dict[str, HFPolicy]:
@@ -753,6 +757,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--size", choices=["micro", "small", "base"])
     p.add_argument("--loss", choices=["grpo", "dr_grpo", "dapo", "gspo"])
+    p.add_argument("--sub-groups", choices=["query", "subtask"])
     for name, kind in (
         ("sft-episodes", int),
         ("sft-epochs", int),

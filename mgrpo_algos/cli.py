@@ -86,6 +86,7 @@ def _trainer(args: argparse.Namespace):
         algo=args.algo,
         align=args.align,
         align_d=args.align_d,
+        sub_groups=args.sub_groups,
         store_path=args.store,
         **common,
     )
@@ -226,6 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="aligned sub-agent calls per rollout (default: estimated from the first batch)",
+    )
+    train.add_argument(
+        "--sub-groups",
+        default="query",
+        choices=["query", "subtask"],
+        help="a sub-agent call's advantage is relative to its query's calls (the paper's)"
+        " or to those on the same subtask",
     )
     train.add_argument(
         "--store",

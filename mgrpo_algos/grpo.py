@@ -22,7 +22,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -219,10 +219,22 @@ def lr_lambda(step: int, total: int, warmup: int, schedule: str) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def add_advantages(trajs: Sequence[Trajectory], scale: ScaleRewards) -> list[Trajectory]:
-    """Group-relative advantages; a group is one query's trajectories of one role."""
-    keys = {}
-    ids = [keys.setdefault((t.agent, t.group_id), len(keys)) for t in trajs]
+def add_advantages(
+    trajs: Sequence[Trajectory], scale: ScaleRewards, groups: Sequence[Hashable] | None = None
+) -> list[Trajectory]:
+    """Group-relative advantages; a group is one query's trajectories of one role.
+
+    ``groups`` (one key per trajectory) splits the groups further: trajectories of
+    a role and query share a group only when their keys are equal.
+    """
+    keys: dict[tuple, int] = {}
+    extra = groups if groups is not None else [None] * len(trajs)
+    if len(extra) != len(trajs):
+        raise ValueError(f"groups needs one key per trajectory: {len(extra)} for {len(trajs)}")
+    ids = [
+        keys.setdefault((t.agent, t.group_id, g), len(keys))
+        for t, g in zip(trajs, extra, strict=True)
+    ]
     rewards = torch.tensor([t.reward for t in trajs], dtype=torch.float64)  # (N,)
     adv = group_advantages(rewards, torch.tensor(ids, dtype=torch.int64), scale)  # (N,)
     return [t.replace(advantage=float(a)) for t, a in zip(trajs, adv.tolist(), strict=True)]

@@ -67,8 +67,10 @@ from mgrpo_algos.store import MemoryStore, RolloutReward, SQLiteStore, StatsStor
 
 Algo = Literal["mgrpo", "main-only", "shared"]
 Align = Literal["duplicate_drop", "truncate", "fill", "ragged", "none"]
+SubGroups = Literal["query", "subtask"]
 ALGOS: tuple[str, ...] = get_args(Algo)
 ALIGNS: tuple[str, ...] = get_args(Align)
+SUB_GROUPS: tuple[str, ...] = get_args(SubGroups)
 MAIN = "main"
 
 Judge = Callable[[str, str, dict[str, Any]], float]
@@ -94,6 +96,11 @@ class MGRPOConfig(LearnerConfig):
             ``align_quantile`` quantile of ``d_k``, from the warm-up batch: the
             first step's batch in which the role was called at all.
         align_quantile: The target ``P(d_k <= d)``.
+        sub_groups: What a sub-agent sample's advantage is relative to: ``query``
+            (the paper's: all aligned samples of the query, per role) or ``subtask``
+            (*ours*: the query's aligned samples whose subtask text is the same,
+            compared without case and extra spaces; calls on different subtasks
+            then never serve as each other's baseline).
         store_path: None: the rewards pass through memory; else this SQLite file
             (shared with a sub-agent learner in another process).
         store_timeout: Seconds the sub-agent side waits for the main side's rewards.
@@ -112,11 +119,12 @@ class MGRPOConfig(LearnerConfig):
     align: Align = "duplicate_drop"
     align_d: int | None = None
     align_quantile: float = 0.99
+    sub_groups: SubGroups = "query"
     store_path: str | None = None
     store_timeout: float = 60.0
 
     def __post_init__(self) -> None:
-        validate_learner_config(self, {"algo": ALGOS, "align": ALIGNS})
+        validate_learner_config(self, {"algo": ALGOS, "align": ALIGNS, "sub_groups": SUB_GROUPS})
         self.main_weights = _weights("main_weights", self.main_weights, 2, "(a1, a2)")
         self.sub_weights = _weights("sub_weights", self.sub_weights, 3, "(b1, b2, b3)")
         d = self.align_d
@@ -351,6 +359,13 @@ def align_samples(
     return out, stats
 
 
+def subtask_keys(result: RolloutResult, trajs: Sequence[Trajectory]) -> list[str]:
+    """The subtask text of each sub-agent call, lower-cased with spaces collapsed."""
+    infos = {(e.group_id, e.rollout_id): e.infos for e in result.episodes}
+    records = (infos[(t.group_id, t.rollout_id)][t.agent]["calls"][t.invocation] for t in trajs)
+    return [" ".join(str(r["subtask"]).lower().split()) for r in records]
+
+
 def all_equal_groups(trajs: Sequence[Trajectory]) -> int:
     """Queries whose rewards are all equal (zero advantage: nothing to learn from them)."""
     rewards: dict[int, list[float]] = defaultdict(list)
@@ -492,8 +507,10 @@ class MGRPOTrainer:
             # trajectory alignment (sec. 3.3): d samples per rollout with calls
             aligned, st = align_samples(mine, rollouts, d, mode, gen)
             # group advantage (sec. 3): z-score of R_S over the query's aligned samples,
-            # duplicates included, pooled across its rollouts, per role
-            samples += add_advantages(aligned, cfg.scale_rewards)
+            # duplicates included, pooled across its rollouts, per role (*ours*, with
+            # sub_groups="subtask": over those of them on the same subtask)
+            keys = subtask_keys(result, aligned) if cfg.sub_groups == "subtask" else None
+            samples += add_advantages(aligned, cfg.scale_rewards, keys)
             metrics.update({f"align/{k}/{role}": v for k, v in st.items()})
             metrics[f"align/d/{role}"] = self.align_width.get(role)
             metrics[f"align/samples/{role}"] = len(aligned)

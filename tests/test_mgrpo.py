@@ -164,6 +164,7 @@ def fake_trainer(out_dir=None, **kw) -> MGRPOTrainer:
         ({"align_quantile": 1.5}, r"align_quantile must be in \(0, 1\]"),
         ({"group_size": 1}, "group_size must be >= 2"),
         ({"loss_type": "ppo"}, "loss_type must be one of"),
+        ({"sub_groups": "role"}, r"sub_groups must be one of \['query', 'subtask'\]"),
     ],
 )
 def test_config_is_validated(kw, match) -> None:
@@ -369,6 +370,32 @@ def test_sub_advantages_pool_the_aligned_samples_of_a_query_by_hand(align, expec
     sub = trainer.sub_side(res)
     assert [t.advantage for t in sub.samples] == pytest.approx(expected, abs=1e-6)
     assert [t.duplicate for t in sub.samples].count(True) == (align == "duplicate_drop")
+
+
+def test_sub_groups_by_subtask_compare_calls_on_the_same_subtask_by_hand() -> None:
+    eps = [
+        episode(0, 0, calls=[call_record(0, expert=1.0), call_record(1, expert=0.0)]),
+        episode(0, 1, calls=[call_record(0, expert=0.0), call_record(1, expert=0.0)]),
+    ]
+    eps[1].infos[SUB]["calls"][0]["subtask"] = "  FACT   0 "  # the same subtask, spelt apart
+    res = result(eps)
+    advantages = {}
+    for groups in ("query", "subtask"):
+        config = small(group_size=2, align="ragged", sub_weights=(0, 0, 1), sub_groups=groups)
+        trainer = MGRPOTrainer(config)
+        trainer.main_side(res)
+        advantages[groups] = [t.advantage for t in trainer.sub_side(res).samples]
+    # rewards (r0 c0, r0 c1, r1 c0, r1 c1) = (1, 0, 0, 0); the query: mean 0.25, std sqrt(3)/4
+    third = 1 / math.sqrt(3)
+    assert advantages["query"] == pytest.approx([math.sqrt(3), -third, -third, -third])
+    # "fact 0": (1, 0) -> (1, -1); "fact 1": (0, 0) -> zero std, zero advantage
+    assert advantages["subtask"] == pytest.approx([1.0, 0.0, -1.0, 0.0])
+
+
+def test_group_keys_must_match_the_trajectories() -> None:
+    trajs = [traj("main", 0, 0), traj("main", 0, 1)]
+    with pytest.raises(ValueError, match="groups needs one key per trajectory: 1 for 2"):
+        add_advantages(trajs, "group", ["a"])
 
 
 def test_equal_rewards_give_zero_advantages_never_nan() -> None:
