@@ -14,9 +14,19 @@ import mgrpo_envs
 from mgrpo_envs.registry import discrete_gym_id, discrete_ids, gym_ids
 from mgrpo_envs.wrappers.discrete import (
     DiscreteToolEnv,
+    Table,
+    by_distance,
+    clause_bounds,
+    condition_operators,
     description_words,
     extract_candidates,
+    label_ties,
+    labelled_lines,
     listed_values,
+    name_spans,
+    named_in,
+    names_word,
+    parse_tables,
     parse_tool_list,
     task_text,
 )
@@ -71,9 +81,10 @@ def test_random_menu_play_stays_in_the_spaces_and_ends(env_id: str) -> None:
 
 @pytest.mark.parametrize("difficulty", ["easy", "medium", "hard"])
 @pytest.mark.parametrize("codec", ["compact", "json"])
-def test_research_expert_call_is_in_the_menu_at_every_step(difficulty: str, codec: str) -> None:
-    env = DiscreteToolEnv("research_v0", difficulty=difficulty, codec=codec)
-    for seed in range(60):
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_expert_call_is_in_the_menu_at_every_step(env_id: str, difficulty: str, codec: str) -> None:
+    env = DiscreteToolEnv(env_id, difficulty=difficulty, codec=codec)
+    for seed in range(20):
         env.reset(seed=seed)
         done = False
         while not done:
@@ -85,6 +96,128 @@ def test_research_expert_call_is_in_the_menu_at_every_step(difficulty: str, code
         # an optimal discrete policy reaches the expert's success and reward
         assert info["outcome"]["correct"], seed
         assert reward == pytest.approx(1.0)
+
+
+class ScriptedTextEnv(gymnasium.Env):
+    """A text env with a fixed question and tool list that answers calls from a table."""
+
+    def __init__(self, question: str, tools: list[str], outputs: dict[str, str]) -> None:
+        self.intro = f"You are an agent. Question: {question}\nTools:\n" + "\n".join(tools)
+        self.outputs = outputs
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        return self.intro, {}
+
+    def step(self, action: str):
+        if action.startswith("answer["):
+            return "episode over: answered", 1.0, True, False, {}
+        return self.outputs.get(action, "error: no such call"), 0.0, False, False, {}
+
+
+def play_script(env: DiscreteToolEnv, calls: list[str]) -> None:
+    """Plays ``calls`` through the menu, asserting each is in it when its turn comes."""
+    env.reset(seed=0)
+    for call in calls:
+        assert call in env.menu(), (call, [t for t in env.menu() if t])
+        env.step(env.menu().index(call))
+
+
+TABLE_TOOLS = [
+    "lookup[<table> | <keys>] - rows by id or name; tables: companies, sectors, revenue, costs",
+    "filter[<table> | <condition>] - rows where column=value or Q3>number",
+    "calculate[<expression>] - evaluate arithmetic",
+    "answer[<text>] - give the final answer and end",
+]
+
+
+def test_menu_follows_tables_through_keys_conditions_extremes_and_cells() -> None:
+    question = (
+        "Give the company of the Retail sector with the highest Q2 revenue and the Q3 cost "
+        "of Orion Foods, in that order."
+    )
+    outputs = {
+        "lookup[sectors | Retail]": "sectors: 1 row(s)\nid | name\ns2 | Retail",
+        "filter[companies | sector=s2]": (
+            "companies where sector = s2: 2 row(s)\nid | name | sector\n"
+            "c1 | Kestrel Mills | s2\nc4 | Maple Goods | s2"
+        ),
+        "lookup[revenue | c1, c4]": (
+            "revenue: 2 row(s)\ncompany | Q1 | Q2 | Q3\nc1 | 10 | 50 | 7\nc4 | 20 | 40 | 9"
+        ),
+        "lookup[companies | Orion Foods]": (
+            "companies: 1 row(s)\nid | name | sector\nc7 | Orion Foods | s3"
+        ),
+        "lookup[costs | c7]": "costs: 1 row(s)\ncompany | Q1 | Q2 | Q3\nc7 | 5 | 6 | 8",
+    }
+    env = DiscreteToolEnv(text_env=ScriptedTextEnv(question, TABLE_TOOLS, outputs))
+    # the largest Q2 revenue is c1's, named Kestrel Mills; Orion Foods's Q3 cost is 8
+    play_script(env, [*outputs, "answer[Kestrel Mills, 8]"])
+
+
+def test_menu_sums_a_column_and_combines_findings_of_two_rows() -> None:
+    question = (
+        "What is the total Q2 revenue of the Retail sector minus the Q1 profit of Orion Foods?"
+    )
+    outputs = {
+        "lookup[sectors | Retail]": "sectors: 1 row(s)\nid | name\ns2 | Retail",
+        "filter[companies | sector=s2]": (
+            "companies where sector = s2: 2 row(s)\nid | name | sector\n"
+            "c1 | Kestrel Mills | s2\nc4 | Maple Goods | s2"
+        ),
+        "lookup[revenue | c1, c4]": (
+            "revenue: 2 row(s)\ncompany | Q1 | Q2 | Q3\nc1 | 10 | 50 | 7\nc4 | 20 | 40 | 9"
+        ),
+        "calculate[50+40]": "90",
+        "lookup[companies | Orion Foods]": (
+            "companies: 1 row(s)\nid | name | sector\nc7 | Orion Foods | s3"
+        ),
+        "lookup[revenue | c7]": "revenue: 1 row(s)\ncompany | Q1 | Q2 | Q3\nc7 | 30 | 6 | 8",
+        "lookup[costs | c7]": "costs: 1 row(s)\ncompany | Q1 | Q2 | Q3\nc7 | 12 | 2 | 1",
+        "calculate[30-12]": "18",
+        "calculate[90-18]": "72",
+    }
+    env = DiscreteToolEnv(text_env=ScriptedTextEnv(question, TABLE_TOOLS, outputs))
+    play_script(env, [*outputs, "answer[72]"])
+
+
+def test_menu_walks_links_and_joins_labelled_values() -> None:
+    tools = [
+        "open[<page>] - open a page by url or id; the start page is home",
+        "click[<link>] - follow a link of the open page by number or text",
+        "calculate[<expression>] - evaluate arithmetic",
+        "answer[<text>] - give the final answer and end",
+    ]
+    home = "p1 Home (/)\n[1] Research\n[2] Events"
+    outputs = {
+        "open[home]": home,
+        "click[Research]": (
+            "p2 Research (/research)\nEngineering: Robotics Lab, Ocean Lab, Ocean Centre.\n"
+            "[1] Home\n[2] Engineering"
+        ),
+        "click[Engineering]": (
+            "p3 Engineering\n[1] Home\n[2] Robotics Lab\n[3] Ocean Centre\n[4] Ocean Lab"
+        ),
+        "click[Ocean Lab]": "p4 Ocean Lab\nHead: Mara Quill\nMember count: 23\n[1] Home",
+        "click[Home]": home,
+        "click[Events]": "p5 Events\n[1] Home\n[2] Harbor Fair",
+        "click[Harbor Fair]": ("p6 Harbor Fair\nVenue city: Port Alden\nSeat count: 410\n[1] Home"),
+    }
+    for question, last in [
+        (
+            "Give the head of the Ocean Lab and the venue city of the Harbor Fair, in that order.",
+            ["answer[Mara Quill, Port Alden]"],
+        ),
+        (
+            "What is the sum of the member count of the Ocean Lab and the seat count of the "
+            "Harbor Fair?",
+            ["calculate[23+410]", "answer[433]"],
+        ),
+    ]:
+        env = DiscreteToolEnv(
+            text_env=ScriptedTextEnv(question, tools, outputs | {"calculate[23+410]": "433"})
+        )
+        play_script(env, [*outputs, *last])
 
 
 def test_an_empty_slot_costs_a_turn_and_says_why() -> None:
@@ -173,6 +306,86 @@ def test_candidates_are_ids_numbers_and_names_in_reading_order() -> None:
     ]
     intro = "You are a research agent. Question: What is the birth year of Ada Holm?\nTools:\nx"
     assert task_text(intro) == "What is the birth year of Ada Holm?"
+
+
+def test_a_name_never_starts_inside_an_identifier() -> None:
+    # "Give the Q3 ..." once gave the name "the Q" (the Q of Q3)
+    assert extract_candidates("Give the Q3 profit of Vesper Works") == [
+        ("id", "Q3"),
+        ("phrase", "Vesper Works"),
+    ]
+
+
+def test_parse_tables_reads_header_rows_and_caption() -> None:
+    text = (
+        "costs: 1 row(s)\ncompany | Q1 | Q2\nc7 | 5 | 6\nnot a table\n"
+        "id | name\ns2 | Retail\ns3 | Energy\nx | y | z"
+    )
+    assert parse_tables(text) == [
+        Table(("company", "Q1", "Q2"), (("c7", "5", "6"),), "costs: 1 row(s)"),
+        Table(("id", "name"), (("s2", "Retail"), ("s3", "Energy")), "not a table"),
+    ]
+    # a line with another number of cells ends the table
+    assert parse_tables("a | b\n1 | 2\n1 | 2 | 3") == [Table(("a", "b"), (("1", "2"),))]
+    assert parse_tables("no cells here") == []
+
+
+def test_labelled_lines_keep_single_values_only() -> None:
+    text = (
+        "p4 Ocean Lab: Team (/research)\nHead: Mara Quill\nMember count: 23\n"
+        "d3 Ada Holm: Ada Holm was born in 1901.\n[1] Home"
+    )
+    assert labelled_lines(text) == [("Head", "Mara Quill"), ("Member count", "23")]
+
+
+def test_names_are_found_as_whole_words() -> None:
+    assert named_in("the q3 revenue of A", "Q3")
+    assert not named_in("the Q31 revenue", "Q3")
+    assert not named_in("its headquarters", "Head")
+    assert names_word("the Q4 cost of A", "costs")  # a word that starts the value
+    assert names_word("Revenue: 12", "revenue")
+    assert not names_word("the company of A", "companies")
+    assert not names_word("co", "costs")  # under four letters only an equal word counts
+    # a place inside a longer name's place is not one of the shorter name
+    question = "the Ocean Lab and the Ocean Lab Annex of Ocean"
+    assert name_spans(question, ["Ocean Lab", "Ocean"]) == [
+        (4, 13, "Ocean Lab"),
+        (22, 31, "Ocean Lab"),
+        (41, 46, "Ocean"),
+    ]
+
+
+def test_clauses_end_at_names_commas_and_and() -> None:
+    question = "x of A, y of B and z"
+    spans = name_spans(question, ["A", "B"])
+    assert spans == [(5, 6, "A"), (13, 14, "B")]
+    assert clause_bounds(question, (5, 6), spans) == (0, 6)
+    assert clause_bounds(question, (13, 14), spans) == (7, 14)
+
+
+def test_labels_tie_to_the_name_they_describe() -> None:
+    question = "the Q3 revenue of A and the company of B with the highest Q1 cost"
+    spans = name_spans(question, ["A", "B"])
+    (a, b) = [(start, end) for start, end, _ in spans]
+    assert label_ties(question, a, ["Q1", "Q3"], spans) == ("Q3", None)
+    assert label_ties(question, b, ["Q1", "Q3"], spans) == (None, "Q1")
+    # the nearest label wins; none past the clause
+    question = "the Q3 cost, the Q1 cost of A"
+    spans = name_spans(question, ["A"])
+    assert label_ties(question, spans[0][:2], ["Q1", "Q3"], spans) == ("Q1", None)
+
+
+def test_by_distance_orders_words_by_how_near_the_focus_they_are() -> None:
+    question = "the total Q2 revenue of the Retail sector"
+    words = ["total", "sector", "revenue", "name"]
+    assert by_distance(question, "Retail", words) == ["sector", "revenue", "total", "name"]
+    assert by_distance(question, None, words) == words
+
+
+def test_condition_operators_read_the_forms_a_description_shows() -> None:
+    assert condition_operators("rows where column=value or Q3>number") == ["=", ">"]
+    assert condition_operators("evaluate arithmetic") == []
+    assert condition_operators("a<=b") == []
 
 
 def test_description_words_prefer_an_enumeration() -> None:
