@@ -131,20 +131,26 @@ TABLE_TOOLS = [
 ]
 
 
+# the Retail sector's key, its companies, and their revenue rows
+RETAIL_STEPS = {
+    "lookup[sectors | Retail]": "sectors: 1 row(s)\nid | name\ns2 | Retail",
+    "filter[companies | sector=s2]": (
+        "companies where sector = s2: 2 row(s)\nid | name | sector\n"
+        "c1 | Kestrel Mills | s2\nc4 | Maple Goods | s2"
+    ),
+    "lookup[revenue | c1, c4]": (
+        "revenue: 2 row(s)\ncompany | Q1 | Q2 | Q3\nc1 | 10 | 50 | 7\nc4 | 20 | 40 | 9"
+    ),
+}
+
+
 def test_menu_follows_tables_through_keys_conditions_extremes_and_cells() -> None:
     question = (
         "Give the company of the Retail sector with the highest Q2 revenue and the Q3 cost "
         "of Orion Foods, in that order."
     )
     outputs = {
-        "lookup[sectors | Retail]": "sectors: 1 row(s)\nid | name\ns2 | Retail",
-        "filter[companies | sector=s2]": (
-            "companies where sector = s2: 2 row(s)\nid | name | sector\n"
-            "c1 | Kestrel Mills | s2\nc4 | Maple Goods | s2"
-        ),
-        "lookup[revenue | c1, c4]": (
-            "revenue: 2 row(s)\ncompany | Q1 | Q2 | Q3\nc1 | 10 | 50 | 7\nc4 | 20 | 40 | 9"
-        ),
+        **RETAIL_STEPS,
         "lookup[companies | Orion Foods]": (
             "companies: 1 row(s)\nid | name | sector\nc7 | Orion Foods | s3"
         ),
@@ -160,14 +166,7 @@ def test_menu_sums_a_column_and_combines_findings_of_two_rows() -> None:
         "What is the total Q2 revenue of the Retail sector minus the Q1 profit of Orion Foods?"
     )
     outputs = {
-        "lookup[sectors | Retail]": "sectors: 1 row(s)\nid | name\ns2 | Retail",
-        "filter[companies | sector=s2]": (
-            "companies where sector = s2: 2 row(s)\nid | name | sector\n"
-            "c1 | Kestrel Mills | s2\nc4 | Maple Goods | s2"
-        ),
-        "lookup[revenue | c1, c4]": (
-            "revenue: 2 row(s)\ncompany | Q1 | Q2 | Q3\nc1 | 10 | 50 | 7\nc4 | 20 | 40 | 9"
-        ),
+        **RETAIL_STEPS,
         "calculate[50+40]": "90",
         "lookup[companies | Orion Foods]": (
             "companies: 1 row(s)\nid | name | sector\nc7 | Orion Foods | s3"
