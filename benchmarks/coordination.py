@@ -59,7 +59,7 @@ import torch
 
 from mgrpo_algos.grpo import GRPOConfig, GRPOTrainer, make_env_fn
 from mgrpo_algos.metrics import emit, format_rate, wilson_interval
-from mgrpo_algos.mgrpo import MGRPOConfig, MGRPOTrainer, score_main, score_sub
+from mgrpo_algos.mgrpo import MGRPOConfig, MGRPOTrainer, score_main, score_sub, subtask_key
 from mgrpo_algos.policies import HFPolicy
 from mgrpo_algos.rollout import RolloutConfig, RolloutEngine
 from mgrpo_algos.sft import SFTConfig, expert_script, tiny_policies, warm_start
@@ -316,8 +316,7 @@ def subtask_signal(calls: Iterable[tuple[int, str, float, float]]) -> dict[str, 
     """
     by_query: dict[int, dict[str, list[tuple[float, float]]]] = {}
     for query, subtask, expert, reward in calls:
-        key = " ".join(subtask.lower().split())
-        by_query.setdefault(query, {}).setdefault(key, []).append((expert, reward))
+        by_query.setdefault(query, {}).setdefault(subtask_key(subtask), []).append((expert, reward))
     total = between = 0.0
     differing = []
     for groups in by_query.values():

@@ -359,11 +359,16 @@ def align_samples(
     return out, stats
 
 
+def subtask_key(subtask: str) -> str:
+    """A subtask's text as groups compare it: lower-cased, runs of spaces collapsed."""
+    return " ".join(str(subtask).lower().split())
+
+
 def subtask_keys(result: RolloutResult, trajs: Sequence[Trajectory]) -> list[str]:
-    """The subtask text of each sub-agent call, lower-cased with spaces collapsed."""
+    """The ``subtask_key`` of each sub-agent call."""
     infos = {(e.group_id, e.rollout_id): e.infos for e in result.episodes}
     records = (infos[(t.group_id, t.rollout_id)][t.agent]["calls"][t.invocation] for t in trajs)
-    return [" ".join(str(r["subtask"]).lower().split()) for r in records]
+    return [subtask_key(r["subtask"]) for r in records]
 
 
 def all_equal_groups(trajs: Sequence[Trajectory]) -> int:
