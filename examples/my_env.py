@@ -49,6 +49,11 @@ class DensityEpisode(Episode):
             return ToolCall.make("return", result=fact.answer)
         return ToolCall.make("density", material=fact.subtask.split()[-1].rstrip("?"))
 
+    def admissible_calls(self, role: str, history: Sequence[ToolEvent]) -> list[ToolCall]:
+        # what a finite-action view (the discrete view for SB3) offers: the expert first
+        others = [ToolCall.make("density", material=m) for m in MATERIALS]
+        return [*self.expert_calls(role, history), *others]
+
 
 class DensityTask(Task):
     roles = ("chemist",)

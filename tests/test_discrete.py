@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
+from types import SimpleNamespace
 
 import gymnasium
 import numpy as np
@@ -11,6 +13,11 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import mgrpo_envs
+from mgrpo_envs import registry
+from mgrpo_envs.core.codecs import ToolCall, make_codec
+from mgrpo_envs.core.env import Budgets, HierarchicalToolEnv, main_admissible_calls
+from mgrpo_envs.core.task import Episode, Fact, Task, ToolEvent
+from mgrpo_envs.core.tools import Tool, ToolError
 from mgrpo_envs.registry import discrete_gym_id, discrete_ids, gym_ids
 from mgrpo_envs.wrappers.discrete import (
     DiscreteToolEnv,
@@ -409,3 +416,219 @@ def test_wraps_a_given_text_env_and_rejects_other_render_modes() -> None:
     assert info["observation_text"].startswith("You are a research agent.")
     with pytest.raises(ValueError, match="render_mode must be None or 'ansi', got 'rgb_array'"):
         DiscreteToolEnv("research_v0", render_mode="rgb_array")
+
+
+# ---------------------------------------------------------------- the admissible_calls hook
+
+
+def expert_plays_through_the_menu(env: DiscreteToolEnv, seed: int) -> tuple[dict, list]:
+    """Plays the expert through the menu; asserts its call is there at every step."""
+    env.reset(seed=seed)
+    menus, done = [], False
+    while not done:
+        menus.append(env.menu())
+        index = env.oracle_index()
+        assert index is not None, (seed, env.text_env.unwrapped.oracle_action(), env.menu())
+        _, _, terminated, truncated, info = env.step(index)
+        done = terminated or truncated
+    return info, menus
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_built_in_menus_come_from_the_hook_not_from_the_prompt_text(
+    env_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = DiscreteToolEnv(env_id, difficulty="medium")
+    plain = [expert_plays_through_the_menu(env, seed)[1] for seed in range(3)]
+    assert env.uses_hook
+    # the single-agent view now prints its tool list in another form: the text
+    # heuristics would find no tool in it, the hook's menu must not change
+    import mgrpo_envs.wrappers.single_agent as single_agent
+
+    monkeypatch.setattr(single_agent, "tool_help", lambda codec, tools: "(tools withheld)")
+    hidden = DiscreteToolEnv(env_id, difficulty="medium")
+    assert hidden.tools == env.tools and hidden.action_space == env.action_space
+    text, _ = hidden.text_env.reset(seed=0)
+    assert "(tools withheld)" in text and parse_tool_list(text)[1] == {}
+    assert [expert_plays_through_the_menu(hidden, seed)[1] for seed in range(3)] == plain
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_hook_menus_name_no_value_the_episode_has_not_shown(env_id: str) -> None:
+    env = DiscreteToolEnv(env_id, difficulty="hard")
+    for seed in range(10):
+        env.reset(seed=seed)
+        episode = env.text_env.unwrapped.hier.episode
+        values = {f.answer for f in episode.facts} | {episode.gold}
+        hidden = {v for v in values if v not in episode.question}
+        calls = [call for call in env.menu_calls() if call is not None]
+        shown = {value for call in calls for value in call.args.values()}
+        assert calls and not hidden & shown, (seed, hidden & shown)
+        # main's answers and the episode's calculation wait for the facts
+        assert "answer" not in {call.name for call in calls}
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_hierarchical_env_admits_the_expert_call_of_every_agent(env_id: str) -> None:
+    env = mgrpo_envs.make(env_id, difficulty="hard")
+    core = env.unwrapped
+    for seed in range(5):
+        env.reset(seed=seed)
+        first = core.admissible_calls()
+        assert [c.name for c in first] == ["delegate"], first  # nothing found yet
+        while not (core.terminations["main"] or core.truncations["main"]):
+            calls = core.admissible_calls()
+            # parses only calls of the admitted tools, with their arguments
+            codec = make_codec("compact", {c.name: list(c.args) for c in calls})
+            action = core.oracle_action()
+            assert codec.parse(action) in calls, (seed, core.agent_selection, action, calls)
+            env.step(action)
+        assert core.infos["main"]["outcome"]["correct"], seed
+
+
+def test_main_admissible_calls_follow_the_values_main_was_given() -> None:
+    episode = SimpleNamespace(
+        facts=(Fact("r", "What is a?", "12"), Fact("r", "What is b?", "5")),
+        calculation="12-5",
+        check=lambda given, gold: given.strip() == gold,
+    )
+    calls = main_admissible_calls(episode, ("r",), ["12"], [])
+    texts = [f"{c.name}:{'|'.join(c.args.values())}" for c in calls]
+    assert texts == ["delegate:What is b?", "delegate:What is a?", "answer:12"]
+    calls = main_admissible_calls(episode, ("r", "s"), ["12", "x", "5"], ["7"])
+    texts = [f"{c.name}:{'|'.join(c.args.values())}" for c in calls]
+    assert texts == [
+        "delegate:r|What is a?",
+        "delegate:r|What is b?",
+        "calculate:12-5",
+        "calculate:12+5",
+        "calculate:round(12/5, 2)",
+        "answer:12, 5",
+        "answer:12",
+        "answer:x",
+        "answer:5",
+        "answer:7",
+    ]
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_an_episode_without_the_hook_falls_back_to_the_text_heuristics(
+    env_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = DiscreteToolEnv(env_id, difficulty="easy")
+    hooked = [expert_plays_through_the_menu(env, seed)[1] for seed in range(3)]
+    episode_class = type(env.text_env.unwrapped.hier.episode)
+    monkeypatch.setattr(episode_class, "admissible_calls", Episode.admissible_calls)
+    for seed in range(3):
+        info, menus = expert_plays_through_the_menu(env, seed)
+        assert not env.uses_hook and info["outcome"]["correct"], seed
+        assert menus != hooked[seed]  # the heuristics' menus, not the hook's
+
+
+# A plug-in env with a two-argument tool: a menu read from text alone does not hold
+# its expert's call; the episode's hook does.
+CITIES = ("Lisbon", "Oslo", "Quito", "Hanoi")
+PRICES = (60, 90, 120, 150)
+
+
+class HotelEpisode(Episode):
+    def __init__(
+        self, hotels: dict[str, list[tuple[str, int]]], city: str, limit: int, nights: int
+    ):
+        self.hotels, self.city, self.limit = hotels, city, limit
+        fits = sorted((price, name) for name, price in hotels[city] if price <= limit)
+        price = fits[0][0] if fits else 0
+        self.question = (
+            f"How much do {nights} nights cost at the cheapest hotel of {city} under {limit}?"
+        )
+        subtask = f"What is the price of the cheapest hotel of {city} under {limit}?"
+        self.facts = (Fact("booker", subtask, str(price)),)
+        self.calculation = f"{nights}*{price}"
+        self.gold = str(nights * price)
+
+    def tools(self, role: str) -> list[Tool]:
+        return [Tool("find_hotels", ("city", "max_price"), "hotels under a price", self._find)]
+
+    def _find(self, city: str, max_price: str) -> str:
+        if city not in self.hotels or not max_price.isdigit():
+            raise ToolError(f"expected a city of {list(self.hotels)} and a price, got {city!r}")
+        rows = [f"{n}: {p}" for n, p in self.hotels[city] if p <= int(max_price)]
+        return "\n".join(rows) or "no hotel"
+
+    def sub_oracle(self, role: str, fact: Fact | None, history: Sequence[ToolEvent]) -> ToolCall:
+        wanted = ToolCall.make("find_hotels", city=self.city, max_price=str(self.limit))
+        if fact is None or any(e.ok and e.call == wanted for e in history):
+            return ToolCall.make("return", result=fact.answer if fact else "unknown")
+        return wanted
+
+
+class HotelEpisodeWithHook(HotelEpisode):
+    def admissible_calls(self, role: str, history: Sequence[ToolEvent]) -> list[ToolCall]:
+        others = [(c, str(p)) for c in CITIES for p in PRICES if (c, p) != (self.city, self.limit)]
+        alternatives = [ToolCall.make("find_hotels", city=c, max_price=p) for c, p in others]
+        return [*self.expert_calls(role, history), *alternatives[:6]]
+
+
+class HotelTask(Task):
+    roles = ("booker",)
+    role_descriptions = {"booker": "finds hotels"}
+
+    def __init__(self, episode_class: type[HotelEpisode]) -> None:
+        self.episode_class = episode_class
+
+    def sample(self, rng: np.random.Generator) -> HotelEpisode:
+        hotels = {
+            c: [(f"{c} Inn {i}", int(rng.integers(40, 200))) for i in range(4)] for c in CITIES
+        }
+        city, limit = CITIES[int(rng.integers(4))], PRICES[int(rng.integers(1, 4))]
+        while not any(p <= limit for _, p in hotels[city]):
+            hotels[city].append((f"{city} Hostel", int(rng.integers(20, limit))))
+        return self.episode_class(hotels, city, limit, int(rng.integers(2, 9)))
+
+    def vocabulary(self) -> list[str]:
+        return [*CITIES, "Inn", "Hostel", "hotel", "price", "nights"]
+
+
+class HotelEnv(HierarchicalToolEnv):
+    metadata = {"render_modes": ["ansi"], "name": "hotels_v0", "is_parallelizable": False}
+
+    def __init__(self, *, hook: bool = True, codec: str = "compact") -> None:
+        task = HotelTask(HotelEpisodeWithHook if hook else HotelEpisode)
+        super().__init__(task, codec=codec, budgets=Budgets(5, 3, 12, 3000))
+
+
+@pytest.fixture
+def hotel_env_id(monkeypatch: pytest.MonkeyPatch) -> str:
+    """``hotels_v0`` in the registry for this test only."""
+    monkeypatch.setitem(registry._ENVS, "hotels_v0", (__name__, "HotelEnv", "test/Hotels-v0"))
+    return "hotels_v0"
+
+
+@pytest.mark.parametrize("codec", ["compact", "json"])
+def test_a_plug_in_env_with_the_hook_gets_its_expert_call_in_the_menu(
+    hotel_env_id: str, codec: str
+) -> None:
+    env = DiscreteToolEnv(hotel_env_id, codec=codec)
+    assert list(env.tools) == ["find_hotels", "calculate", "answer"]
+    for seed in range(10):
+        info, menus = expert_plays_through_the_menu(env, seed)
+        assert env.uses_hook and info["outcome"]["correct"], seed
+        assert len(menus) == 3  # find_hotels, calculate, answer
+        # the expert's tool call sits among distractors, not alone
+        assert sum(text is not None for text in menus[0]) > 1
+
+
+def test_a_plug_in_env_without_the_hook_still_runs_on_the_fallback(hotel_env_id: str) -> None:
+    env = DiscreteToolEnv(hotel_env_id, hook=False)
+    rng = np.random.default_rng(0)
+    for seed in range(5):
+        obs, info = env.reset(seed=seed)
+        assert not env.uses_hook
+        done = False
+        while not done:
+            assert env.observation_space.contains(obs)
+            filled = np.flatnonzero(env.action_masks())
+            action = int(rng.choice(filled)) if len(filled) else 0
+            obs, _, terminated, truncated, info = env.step(action)
+            done = terminated or truncated
+        assert "outcome" in info

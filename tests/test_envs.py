@@ -35,6 +35,7 @@ def test_pettingzoo_seed(env_id: str) -> None:
 def test_check_tool_env(env_id: str, codec: str) -> None:
     report = check_tool_env(lambda: mgrpo_envs.make(env_id, codec=codec), episodes=4)
     assert report["expert_success"] == 1.0
+    assert report["unreached_roles"] == []  # every role got the bad actions
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)
@@ -65,6 +66,10 @@ def test_single_agent_view(env_id: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         check_env(env.unwrapped, skip_render_check=True)
+    env.reset(seed=0)
+    view, ep = env.unwrapped, env.unwrapped.hier.episode
+    for role in view.hier.task.roles:  # no tool name is shared: none is namespaced
+        assert all(view.view_name(role, t.name) == t.name for t in ep.tools(role))
     wins = 0
     for seed in range(50):
         obs, info = env.reset(seed=seed)

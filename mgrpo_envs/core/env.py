@@ -18,6 +18,8 @@ calls); the per-call rewards are in ``infos[role]["calls"]``.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,13 +29,14 @@ from pettingzoo import AECEnv
 
 from mgrpo_envs.core.calculator import CalculatorError, calculate, format_number
 from mgrpo_envs.core.codecs import ActionCodec, ParseError, ToolCall, describe_call, make_codec
-from mgrpo_envs.core.rewards import RewardWeights, main_reward, sub_reward
+from mgrpo_envs.core.rewards import RewardWeights, format_score, main_reward, sub_reward
 from mgrpo_envs.core.task import Episode, Task, ToolEvent
 from mgrpo_envs.core.text import TextObservation, sanitize, text_space
 from mgrpo_envs.core.tools import Tool, ToolError, ToolRegistry
 
 MAIN = "main"
 RETURN_TOOL = "return"
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
 @dataclass
@@ -100,7 +103,8 @@ class Conversation:
 
     @property
     def r_format(self) -> float:
-        return self.valid_outputs / self.outputs if self.outputs else 0.0
+        """The env's own ``r_format``: the fraction of well-formed outputs."""
+        return format_score(self.result is not None, self.valid_outputs, self.outputs, "fraction")
 
 
 def tool_help(codec: ActionCodec, tools: list[Tool]) -> str:
@@ -108,6 +112,53 @@ def tool_help(codec: ActionCodec, tools: list[Tool]) -> str:
     return "\n".join(
         f"{describe_call(codec, t.name, list(t.args))} - {t.description}" for t in tools
     )
+
+
+def main_admissible_calls(
+    episode: Episode, roles: Sequence[str], results: Sequence[str], computed: Sequence[str]
+) -> list[ToolCall]:
+    """Main's admissible calls, made from the episode's facts and the values main was given.
+
+    ``delegate``: the first fact no result matches yet (the scripted expert's next
+    subtask) and the facts already matched. ``calculate``: the episode's calculation
+    once every fact is matched, then ``a+b``, ``a-b`` (larger first) and
+    ``round(a/b, 2)`` over the latest numeric results. ``answer``: the matched
+    results joined by ", " in the facts' order, each result, and the calculator's
+    results. Nothing here names a value main has not been given.
+
+    Args:
+        episode: The running episode.
+        roles: The task's sub-agent roles (``delegate`` names a role only when several).
+        results: The values main was given: sub-agents' results (in the single-agent
+            view, the values of the facts found).
+        computed: The calculator's results so far.
+
+    Returns:
+        The calls, without repeats.
+    """
+    known = [next((r for r in results if episode.check(r, f.answer)), None) for f in episode.facts]
+    missing = [f for f, r in zip(episode.facts, known, strict=True) if r is None]
+    found = [f for f, r in zip(episode.facts, known, strict=True) if r is not None]
+    calls = [
+        ToolCall.make("delegate", task=f.subtask)
+        if len(roles) == 1
+        else ToolCall.make("delegate", role=f.role, task=f.subtask)
+        for f in [*missing[:1], *found]
+    ]
+    if episode.calculation and not missing:
+        calls.append(ToolCall.make("calculate", expression=episode.calculation))
+    numbers = [r for r in dict.fromkeys(r.strip() for r in results) if _NUMBER.fullmatch(r)][-3:]
+    for i, a in enumerate(numbers):
+        for b in numbers[i + 1 :]:
+            hi, lo = (a, b) if float(a) >= float(b) else (b, a)
+            ratio = [f"round({hi}/{lo}, 2)"] if float(lo) != 0 else []
+            for expression in (f"{a}+{b}", f"{hi}-{lo}", *ratio):
+                calls.append(ToolCall.make("calculate", expression=expression))
+    values = [r for r in known if r is not None]
+    joined = [", ".join(values)] if len(values) > 1 else []
+    for text in dict.fromkeys([*joined, *results, *computed]):
+        calls.append(ToolCall.make("answer", text=text))
+    return list(dict.fromkeys(calls))
 
 
 class HierarchicalToolEnv(AECEnv):
@@ -471,6 +522,8 @@ class HierarchicalToolEnv(AECEnv):
                     "gold": self.episode.gold,
                     "num_invocations": len(self._calls),
                     "r_format": self._main.r_format,
+                    "outputs": self._main.outputs,
+                    "valid_outputs": self._main.valid_outputs,
                     "reward": self.rewards[MAIN],
                     "end_reason": self._main.end_reason,
                 }
@@ -482,6 +535,8 @@ class HierarchicalToolEnv(AECEnv):
                 "result": c.result,
                 "format_ok": c.result is not None,
                 "r_format": c.r_format,
+                "outputs": c.outputs,
+                "valid_outputs": c.valid_outputs,
                 "expert": self._expert(c),
                 "reward": r,
                 "turns": c.outputs,
@@ -527,6 +582,27 @@ class HierarchicalToolEnv(AECEnv):
         if ep.calculation and not any(ep.check(c, ep.gold) for c in computed):
             return ToolCall.make("calculate", expression=ep.calculation)
         return ToolCall.make("answer", text=ep.gold)
+
+    def admissible_calls(self) -> list[ToolCall] | None:
+        """The calls that make sense for the agent to act now, the expert's among them.
+
+        ``main``'s come from :func:`main_admissible_calls`; a sub-agent's from the
+        episode's :meth:`~mgrpo_envs.core.task.Episode.admissible_calls` over the
+        call's events (None when the episode has no such hook, or the agent is done).
+        """
+        if not self.agents:
+            raise ValueError("admissible_calls() called after the episode ended; call reset()")
+        agent, ep = self.agent_selection, self.episode
+        assert ep is not None
+        if self.terminations[agent] or self.truncations[agent]:
+            return None
+        if agent != MAIN:
+            return ep.admissible_calls(agent, self._conversation(agent).events)
+        events = [e for e in self._main.events if e.call is not None]
+        calls = [e for e in events if e.call.name == "delegate" and " returned: " in e.output]
+        results = [e.output.split(" returned: ", 1)[1] for e in calls]
+        computed = [e.output for e in events if e.call.name == "calculate" and e.ok]
+        return main_admissible_calls(ep, self.task.roles, results, computed)
 
     # ----------------------------------------------------------------- render
     def render(self) -> str | None:

@@ -4,10 +4,16 @@ Main agent:  ``R_M = 0`` if its final output is invalid, else ``a1 * r_format + 
 Sub-agent call: ``R_S = 0`` if its output is invalid, else
 ``b1 * r_format + b2 * r_correct_main + b3 * r_expert``.
 
-*Ours*: ``r_format`` is the share of the agent's outputs (in the episode for main,
-in the call for a sub-agent) that parsed as a valid tool call, so that malformed
-intermediate turns cost something even when the final output is valid; an output
-is "invalid" when the episode (call) did not end with a well-formed final action.
+Two definitions of ``r_format`` (:func:`format_score`): ``"binary"`` is the paper's,
+1 when the final output is well-formed; ``"fraction"`` (*ours*, the default) is the
+share of the agent's outputs (in the episode for main, in the call for a sub-agent)
+that parsed as a valid tool call, so that malformed intermediate turns cost
+something even when the final output is valid. An output is "invalid" when the
+episode (call) did not end with a well-formed final action; then the reward is 0
+under either definition.
+
+The formulas live here alone: the envs use them for their own rewards, and the
+learners call them with the weights and the ``format_reward`` of their config.
 """
 
 from __future__ import annotations
@@ -15,10 +21,14 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = re.compile(r"[^a-z0-9.\- ]+")
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
+
+FormatReward = Literal["binary", "fraction"]
+FORMAT_REWARDS: tuple[str, ...] = ("binary", "fraction")
 
 
 @dataclass(frozen=True)
@@ -85,3 +95,21 @@ def sub_reward(
     if not valid:
         return 0.0
     return w.b1 * r_format + w.b2 * r_correct_main + w.b3 * r_expert
+
+
+def format_score(valid: bool, valid_outputs: int, outputs: int, mode: FormatReward) -> float:
+    """``r_format`` of one conversation (main's episode, or one sub-agent call).
+
+    Args:
+        valid: The conversation ended with a well-formed final output.
+        valid_outputs: Outputs that parsed as a valid tool call.
+        outputs: All of the agent's outputs.
+        mode: ``"binary"`` (the paper's: 1 for a valid final output) or
+            ``"fraction"`` (*ours*: ``valid_outputs / outputs``).
+    """
+    if mode == "binary":
+        return 1.0 if valid else 0.0
+    elif mode == "fraction":
+        return valid_outputs / outputs if outputs else 0.0
+    else:
+        raise ValueError(f"format_reward must be one of {list(FORMAT_REWARDS)}, got {mode!r}")

@@ -13,6 +13,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -22,11 +23,53 @@ from mgrpo_envs.core.tools import Tool
 
 _WORD = re.compile(r"[a-z0-9]+")
 _STOPWORDS = frozenset("a an the of is what who which in by was were to for and".split())
+#: A word of :func:`normalize_subtask`: a run of letters and digits, of any script.
+_LETTERS_DIGITS = re.compile(r"[^\W_]+")
+
+#: How a free-text subtask is paired with a fact; see :meth:`Episode.match_fact`.
+FactMatching = Literal["exact", "fuzzy"]
+FACT_MATCHING_MODES: tuple[str, ...] = ("exact", "fuzzy")
 
 
 def content_words(text: str) -> set[str]:
-    """Lower-cased words of ``text`` without stopwords (used to match subtasks to facts)."""
+    """Lower-cased words of ``text`` without stopwords (used by fuzzy fact matching)."""
     return {w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS}
+
+
+def normalize_subtask(text: str) -> str:
+    """The form in which exact fact matching compares subtasks.
+
+    The words of ``text`` joined by single spaces, where a word is a maximal run of
+    letters and digits (of any script) and letters are case-folded; every other
+    character (whitespace, punctuation, underscores, symbols) only separates words.
+    So ``"What is the fare from Avalon to Brindle?"`` and ``"what is the fare
+    from avalon to brindle"`` are equal, while word order and every word (``the``
+    included) count: ``"... from Brindle to Avalon?"`` is another subtask, and so
+    is ``"What is fare from Avalon to Brindle?"``.
+    """
+    return " ".join(_LETTERS_DIGITS.findall(text.casefold()))
+
+
+def match_exact(facts: Sequence[Fact], subtask: str) -> Fact | None:
+    """The first fact whose subtask equals ``subtask`` after :func:`normalize_subtask`."""
+    key = normalize_subtask(subtask)
+    return next((f for f in facts if normalize_subtask(f.subtask) == key), None)
+
+
+def match_fuzzy(facts: Sequence[Fact], subtask: str) -> Fact | None:
+    """The fact whose subtask's content words ``subtask`` holds most of, at least half.
+
+    Word order is ignored, so a subtask that swaps two names matches the fact it
+    swapped them from; this is why fuzzy matching is opt-in.
+    """
+    words = content_words(subtask)
+    best, best_score = None, 0.5
+    for fact in facts:
+        target = content_words(fact.subtask)
+        score = len(words & target) / max(len(target), 1)
+        if score >= best_score and (best is None or score > best_score):
+            best, best_score = fact, score
+    return best
 
 
 @dataclass(frozen=True)
@@ -35,7 +78,10 @@ class Fact:
 
     Attributes:
         role: The sub-agent role whose tools can find it.
-        subtask: The canonical subtask text (what the scripted main agent delegates).
+        subtask: The canonical subtask text (what the scripted main agent delegates;
+            by default a delegated subtask asks for this fact only when it equals
+            this text up to case, whitespace and punctuation, see
+            :meth:`Episode.match_fact`).
         answer: The gold value, as text.
     """
 
@@ -63,6 +109,9 @@ class Episode(ABC):
     calculation: str | None = None
     #: Relative tolerance for numeric answers (0 = exact after normalisation).
     rel_tol: float = 0.0
+    #: How :meth:`match_fact` pairs a subtask with a fact: ``"exact"`` (the default)
+    #: or ``"fuzzy"`` (word overlap). A task opts in by setting it on its episode class.
+    fact_matching: FactMatching = "exact"
 
     @abstractmethod
     def tools(self, role: str) -> list[Tool]:
@@ -85,25 +134,82 @@ class Episode(ABC):
         """
         return None  # a hook, not an abstract method: most tasks have no per-call state
 
-    def match_fact(self, role: str, subtask: str) -> Fact | None:
-        """The fact of ``role`` that a free-text subtask asks for, by word overlap.
+    def admissible_calls(self, role: str, history: Sequence[ToolEvent]) -> list[ToolCall] | None:
+        """The calls that make sense for sub-agent ``role`` now, given this call's history.
 
-        A fact matches when at least half of its subtask's content words occur in
-        ``subtask``; the best match wins (ties: the earlier fact).
+        In the manner of TextWorld's admissible commands (Cote et al., 2018, arXiv 1806.11532):
+        a small finite list of calls of the role's tools (``return`` included) that
+        holds the scripted expert's next call (:meth:`sub_oracle`) for every fact the
+        role can work on now, and plausible alternatives (distractors) built from the
+        episode's own data: near-duplicate names, other links of the open page, the
+        other table. Finite-action views (the discrete view for stable-baselines3)
+        offer exactly these calls, so a list must not name what the history has not
+        shown yet (the answer of a later fact, say). Its order carries no meaning (a
+        view reorders it), but a view keeps only so many calls per tool: put the
+        expert's calls first (:meth:`expert_calls` gives them).
+
+        Args:
+            role: The sub-agent role.
+            history: The call's events so far. In the single-agent view, which has no
+                calls, the whole episode's events, over every role's tools.
+
+        Returns:
+            The calls, or None (this default): the episode has no hook, and a view
+            falls back to reading candidate calls from the observations' text.
         """
-        words = content_words(subtask)
-        best, best_score = None, 0.5
-        for fact in self.facts:
-            if fact.role != role:
-                continue
-            target = content_words(fact.subtask)
-            score = len(words & target) / max(len(target), 1)
-            if score >= best_score and (best is None or score > best_score):
-                best, best_score = fact, score
-        return best
+        return None
+
+    def expert_calls(
+        self, role: str, history: Sequence[ToolEvent], facts: Sequence[Fact] | None = None
+    ) -> list[ToolCall]:
+        """The expert's next call for each of ``facts`` and for no fact, without repeats.
+
+        A helper for :meth:`admissible_calls`: :meth:`sub_oracle` for each fact
+        (default: every fact of ``role``), which is ``return`` with the fact's value
+        once ``history`` found it, then for a subtask that asks for no fact.
+        """
+        chosen = [f for f in self.facts if f.role == role] if facts is None else list(facts)
+        return list(dict.fromkeys(self.sub_oracle(role, f, history) for f in [*chosen, None]))
+
+    def match_fact(
+        self, role: str, subtask: str, *, mode: FactMatching | None = None
+    ) -> Fact | None:
+        """The fact of ``role`` that a free-text subtask asks for, or None.
+
+        ``"exact"`` (the default): the first fact of ``role`` whose canonical
+        subtask equals ``subtask`` after :func:`normalize_subtask` (case,
+        whitespace and punctuation do not count; words and their order do), so
+        "fare from A to B" never matches the fact "fare from B to A".
+        ``"fuzzy"``: the fact of ``role`` for which ``subtask`` holds the largest
+        share, at least half, of its canonical subtask's content words (stopwords
+        dropped, order ignored; ties: the earlier fact). It forgives rephrasing
+        but cannot tell facts apart that differ only in word order.
+
+        Args:
+            role: The sub-agent role that was called.
+            subtask: The text main delegated.
+            mode: Overrides :attr:`fact_matching` for this look-up.
+
+        Raises:
+            ValueError: If the mode is neither ``"exact"`` nor ``"fuzzy"``.
+        """
+        mode = self.fact_matching if mode is None else mode
+        facts = [f for f in self.facts if f.role == role]
+        if mode == "exact":
+            return match_exact(facts, subtask)
+        if mode == "fuzzy":
+            return match_fuzzy(facts, subtask)
+        raise ValueError(
+            f"fact_matching must be one of {list(FACT_MATCHING_MODES)}, got {mode!r}; "
+            "set it on the Episode class, e.g. fact_matching = 'fuzzy'"
+        )
 
     def expert_score(self, role: str, subtask: str, result: str) -> float:
-        """Verifiable ``r_expert``: 1.0 if ``result`` is the gold value of the fact asked for."""
+        """Verifiable ``r_expert``: 1.0 if ``result`` is the gold value of the fact asked for.
+
+        The fact asked for is :meth:`match_fact`'s (exact by default); a subtask
+        that matches no fact scores 0.0.
+        """
         fact = self.match_fact(role, subtask)
         if fact is None:
             return 0.0

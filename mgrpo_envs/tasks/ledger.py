@@ -54,7 +54,10 @@ Rewards (paid at the end; see :mod:`mgrpo_envs.core.rewards`)
     ``main``: 0 without a well-formed answer, else ``0.1 * r_format + 0.9 * correct``.
     ``analyst``: mean over its calls of 0 (no ``return``) or
     ``0.1 * r_format + 0.4 * correct_main + 0.5 * expert``; ``expert`` is 1 when the
-    returned text matches the gold value of the figure the subtask asks for.
+    returned text matches the gold value of the figure the subtask asks for (a
+    subtask asks for a figure when it equals the figure's canonical subtask, the one
+    the scripted main agent delegates, up to case, whitespace and punctuation; see
+    ``Episode.match_fact``).
 
 Episode end
     ``main`` answers (terminated), or a budget runs out (truncated): main turns,
@@ -72,7 +75,10 @@ Arguments
     ``render_mode``.
 
 Version history
-    v0: first release.
+    v0: first release. Change within v0: a subtask is matched to its fact exactly
+    (normalised text equal) rather than by word overlap, which took "fare from A to
+    B" for "fare from B to A"; word-overlap matching is opt-in
+    (``Episode.fact_matching = "fuzzy"``).
 """
 
 from __future__ import annotations
@@ -353,6 +359,40 @@ class LedgerEpisode(Episode):
         done = {ev.call for ev in history if ev.ok and ev.call is not None}
         return next(call for call in self.plans[fact.subtask] if call not in done)
 
+    def admissible_calls(self, role: str, history: Sequence[ToolEvent]) -> list[ToolCall]:
+        """The expert's calls for every figure, then near misses of each (``_variants``)."""
+        if role != ROLE:
+            raise ValueError(f"ledger_v0 has the role {ROLE!r}, got {role!r}")
+        calls = self.expert_calls(role, history)
+        for call in list(calls):
+            calls += self._variants(call)
+        return list(dict.fromkeys(calls))
+
+    def _variants(self, call: ToolCall) -> list[ToolCall]:
+        """Near misses of a call: the other amounts table, a near-duplicate company (or
+        another sector or region) by name, another group's filter, another arithmetic."""
+        args = call.args
+        table = args.get("table", "")
+        if call.name == "lookup" and table in METRICS.values():
+            other = "costs" if table == "revenue" else "revenue"
+            return [ToolCall.make("lookup", table=other, keys=args["keys"])]
+        if call.name == "lookup":  # a look-up by name: companies, sectors or regions
+            first = args["keys"].split()[0]
+            rows = [r for r in self.ledger.rows(table) if _norm(r[1]) != _norm(args["keys"])]
+            near = [r for r in rows if table != "companies" or r[1].split()[0] == first]
+            return [ToolCall.make("lookup", table=table, keys=r[1]) for r in near[:3]]
+        if call.name == "filter":
+            column, _, value = args["condition"].partition("=")
+            rows = self.ledger.rows(FOREIGN_KEYS.get(column, "sectors"))
+            others = [r[0] for r in rows if r[0] != value][:3]
+            return [ToolCall.make("filter", table=table, condition=f"{column}={v}") for v in others]
+        if call.name == "calculate":
+            expression = args["expression"]
+            operands = re.split(r"[+-]", expression)
+            shorter = "+".join(operands[:-1]) if len(operands) > 2 else "+".join(operands)
+            return [ToolCall.make("calculate", expression=shorter)]
+        return []
+
 
 class LedgerBuilder:
     """Draws the tables of one episode and the figures questions are made of."""
@@ -628,9 +668,14 @@ class LedgerTask(Task):
 
     @staticmethod
     def _distinct(ep: LedgerEpisode) -> bool:
-        """Every figure is told apart: its subtask matches it, no two values match each other."""
+        """Every figure is told apart: its subtask matches it, no two values match each other.
+
+        Subtasks are matched fuzzily, the stricter test (a subtask that fuzzy matching
+        pairs with its own figure is paired with it by exact matching too), so the
+        episodes drawn are the same whichever matching an episode uses.
+        """
         for i, fact in enumerate(ep.facts):
-            if ep.match_fact(ROLE, fact.subtask) is not fact:
+            if ep.match_fact(ROLE, fact.subtask, mode="fuzzy") is not fact:
                 return False
             if any(ep.check(fact.answer, other.answer) for other in ep.facts[i + 1 :]):
                 return False

@@ -37,7 +37,10 @@ Rewards (paid at the end; see :mod:`mgrpo_envs.core.rewards`)
     ``main``: 0 without a well-formed answer, else ``0.1 * r_format + 0.9 * correct``.
     ``searcher``: mean over its calls of 0 (no ``return``) or
     ``0.1 * r_format + 0.4 * correct_main + 0.5 * expert``; ``expert`` is 1 when the
-    returned text is the gold value of the fact the subtask asks for.
+    returned text is the gold value of the fact the subtask asks for (a
+    subtask asks for a fact when it equals the fact's canonical subtask, the one
+    the scripted main agent delegates, up to case, whitespace and punctuation; see
+    ``Episode.match_fact``).
 
 Episode end
     ``main`` answers (terminated), or a budget runs out (truncated): main turns,
@@ -54,7 +57,10 @@ Arguments
     ``render_mode``.
 
 Version history
-    v0: first release.
+    v0: first release. Change within v0: a subtask is matched to its fact exactly
+    (normalised text equal) rather than by word overlap, which took "fare from A to
+    B" for "fare from B to A"; word-overlap matching is opt-in
+    (``Episode.fact_matching = "fuzzy"``).
 """
 
 from __future__ import annotations
@@ -331,6 +337,10 @@ class ResearchEpisode(Episode):
         self.gold = gold
         self.facts = tuple(facts)
         self.calculation = calculation
+        self._subtask = ""  # the running call's (none in the single-agent view)
+
+    def begin_call(self, role: str, subtask: str) -> None:
+        self._subtask = subtask
 
     def tools(self, role: str) -> list[Tool]:
         if role != "searcher":
@@ -385,6 +395,40 @@ class ResearchEpisode(Episode):
             ):
                 return ToolCall.make("visit", doc_id=target)
         return ToolCall.make("search", query=subject)
+
+    def admissible_calls(self, role: str, history: Sequence[ToolEvent]) -> list[ToolCall]:
+        """The expert's calls for the facts whose subject is known, and distractors.
+
+        A fact's subject is known when the question or the call's subtask names it,
+        or it is the value of a fact found. Distractors: searches for each word of a
+        known subject and for near-duplicate names (sharing a word with it), and a
+        visit of every document the call's searches listed.
+        """
+        if role != "searcher":
+            raise ValueError(f"research_v0 has the role 'searcher', got {role!r}")
+        found = {c.args["result"] for c in self.expert_calls(role, history) if c.name == "return"}
+        named = f"{self.question} {self._subtask}"
+        subjects = [fact_subject(f) for f in self.facts]
+        known = [f for f, s in zip(self.facts, subjects, strict=True) if s in named or s in found]
+        calls = self.expert_calls(role, history, known)
+        for subject in dict.fromkeys(fact_subject(f) for f in known):
+            words = subject.split()
+            near = [
+                e.name
+                for e in self.world.entities
+                if e.name != subject and not set(words).isdisjoint(e.name.split())
+            ]
+            calls += [ToolCall.make("search", query=q) for q in [*words, *near[:2]]]
+        searched = [
+            e.call.args["query"]
+            for e in history
+            if e.ok and e.call is not None and e.call.name == "search"
+        ]
+        for query in reversed(searched):
+            calls += [
+                ToolCall.make("visit", doc_id=d) for d in self.world.search(query)[:SEARCH_TOP_K]
+            ]
+        return list(dict.fromkeys(calls))
 
 
 _SUBTASK = re.compile(r"^What is the .+? of (?:the film |the studio |the city )?(.+)\?$")

@@ -58,7 +58,10 @@ Rewards (paid at the end; see :mod:`mgrpo_envs.core.rewards`)
     (answers compared after lower-casing and dropping punctuation and articles).
     ``navigator``: mean over its calls of 0 (no ``return``) or
     ``0.1 * r_format + 0.4 * correct_main + 0.5 * expert``; ``expert`` is 1 when the
-    returned text is the gold value of the part the subtask asks for.
+    returned text is the gold value of the part the subtask asks for (a
+    subtask asks for a part when it equals the part's canonical subtask, the one
+    the scripted main agent delegates, up to case, whitespace and punctuation; see
+    ``Episode.match_fact``).
 
 Episode end
     ``main`` answers (terminated), or a budget runs out (truncated): main turns,
@@ -79,7 +82,10 @@ Arguments
     ``max_observation_chars``, ``render_mode``.
 
 Version history
-    v0: first release.
+    v0: first release. Change within v0: a subtask is matched to its fact exactly
+    (normalised text equal) rather than by word overlap, which took "fare from A to
+    B" for "fare from B to A"; word-overlap matching is opt-in
+    (``Episode.fact_matching = "fuzzy"``).
 """
 
 from __future__ import annotations
@@ -671,6 +677,26 @@ class WebWalkEpisode(Episode):
             child = path[path.index(self._current) + 1]
             return ToolCall.make("click", link=self.site.link_text(self._current, child))
         return ToolCall.make("open", page="home")
+
+    def admissible_calls(self, role: str, history: Sequence[ToolEvent]) -> list[ToolCall]:
+        """The expert's calls for every part, and the browser's other moves.
+
+        Other moves: open the start page, click each link of the open page by its
+        text, open its parent page, go back when there is a previous page, and find
+        the open page's title on it.
+        """
+        if role != ROLE:
+            raise ValueError(f"webwalk_v0 has the role {ROLE!r}, got {role!r}")
+        calls = [*self.expert_calls(role, history), ToolCall.make("open", page="home")]
+        if self._current is not None:
+            page = self.site.pages[self._current]
+            calls += [ToolCall.make("click", link=text) for text, _ in page.links]
+            if page.parent is not None:
+                calls.append(ToolCall.make("open", page=page.parent))
+            if self._back:
+                calls.append(ToolCall.make("back"))
+            calls.append(ToolCall.make("find", text=page.title.split(":")[0]))
+        return list(dict.fromkeys(calls))
 
 
 def _phrase(attribute: str, e: Entity) -> str:

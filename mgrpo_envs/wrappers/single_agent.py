@@ -8,13 +8,22 @@ sub-agents' tools itself, the calculator, and ``answer``. Reward at the end:
 Budgets: ``max_turns`` (default: the task's episode budget) and ``context_chars``
 (default: three times one conversation's budget in the hierarchical env, since one
 agent now holds every step in its context).
+
+Tool names: a name that two sub-agent roles share (both ``flights`` and ``hotels``
+have ``search``), or that a role shares with main's ``calculate`` or ``answer``, is
+namespaced with the role in this view (``flights_search``, ``hotels_search``), and
+each call goes to its role's tool; a name only one role uses keeps its name.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections import Counter
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import gymnasium
+import numpy as np
 
 from mgrpo_envs.core.codecs import ParseError, ToolCall, make_codec
 from mgrpo_envs.core.env import Conversation, HierarchicalToolEnv, tool_help
@@ -23,6 +32,41 @@ from mgrpo_envs.core.task import ToolEvent
 from mgrpo_envs.core.text import TextObservation, sanitize, text_space
 from mgrpo_envs.core.tools import Tool, ToolError, ToolRegistry
 from mgrpo_envs.registry import env_class
+
+#: Tools of main that the single agent holds too, under these names.
+MAIN_TOOLS = ("calculate", "answer")
+
+
+def view_tool_names(
+    role_tools: Mapping[str, Sequence[Tool]], reserved: Collection[str] = MAIN_TOOLS
+) -> dict[str, dict[str, str]]:
+    """Role -> {tool name in the role: its name in the single-agent view}.
+
+    A name that more than one role uses, or one of ``reserved``, becomes
+    ``<role>_<name>``; any other name is kept.
+
+    Raises:
+        ValueError: Two tools would still share a name in the view, naming both
+            roles, the tool and the fix.
+    """
+    counts = Counter(t.name for tools in role_tools.values() for t in tools)
+    names: dict[str, dict[str, str]] = {}
+    owner: dict[str, tuple[str, str]] = {name: ("main", name) for name in reserved}
+    for role, tools in role_tools.items():
+        names[role] = {}
+        for tool in tools:
+            shared = counts[tool.name] > 1 or tool.name in reserved
+            view_name = f"{role}_{tool.name}" if shared else tool.name
+            if view_name in owner:
+                other_role, other_name = owner[view_name]
+                raise ValueError(
+                    f"the single-agent view needs unique tool names: {role}'s tool "
+                    f"{tool.name!r} would be {view_name!r}, already the name of "
+                    f"{other_role}'s tool {other_name!r}; rename one of the two tools"
+                )
+            owner[view_name] = (role, tool.name)
+            names[role][tool.name] = view_name
+    return names
 
 
 class SingleAgentToolEnv(gymnasium.Env):
@@ -64,16 +108,46 @@ class SingleAgentToolEnv(gymnasium.Env):
         self.observation_space = text_space(n)
         self.action_space = text_space(n)
         self._tools: ToolRegistry | None = None
+        self._names: dict[str, dict[str, str]] = {}
 
     def _registry(self) -> ToolRegistry:
         ep = self.hier.episode
         assert ep is not None
-        tools: list[Tool] = []
-        for role in self.hier.task.roles:
-            tools.extend(ep.tools(role))
+        role_tools = {role: ep.tools(role) for role in self.hier.task.roles}
+        self._names = view_tool_names(role_tools)
+        tools: list[Tool] = [
+            dataclasses.replace(t, name=self._names[role][t.name])
+            for role, role_list in role_tools.items()
+            for t in role_list
+        ]
         main = self.hier._main_tools
-        tools += [main["calculate"], main["answer"]]
+        tools += [main[name] for name in MAIN_TOOLS]
         return ToolRegistry(tools)
+
+    @property
+    def tool_schemas(self) -> dict[str, tuple[str, ...]]:
+        """Tool name -> argument names in this view, in the prompt's order (after reset)."""
+        if self._tools is None:
+            raise ValueError("tool_schemas needs an episode; call reset() first")
+        return self._tools.schemas
+
+    def view_name(self, role: str, name: str) -> str:
+        """The name this view gives ``role``'s tool ``name`` (main's tools keep theirs)."""
+        return self._names.get(role, {}).get(name, name)
+
+    def role_events(self, role: str) -> list[ToolEvent]:
+        """The episode's events with ``role``'s namespaced tool names turned back into its own.
+
+        What a task's scripts for ``role`` (``sub_oracle``) expect: calls by the
+        names its tools have in the hierarchical env.
+        """
+        own = {v: k for k, v in self._names.get(role, {}).items() if v != k}
+        return [
+            dataclasses.replace(e, call=ToolCall(own[e.call.name], e.call.arguments))
+            if e.call is not None and e.call.name in own
+            else e
+            for e in self._conv.events
+        ]
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
@@ -177,9 +251,10 @@ class SingleAgentToolEnv(gymnasium.Env):
         if ep is None or self._conv.end_reason:
             raise ValueError("oracle_action() needs a running episode; call reset() first")
         for fact in ep.facts:
-            call = ep.sub_oracle(fact.role, fact, self._conv.events)
+            call = ep.sub_oracle(fact.role, fact, self.role_events(fact.role))
             if call.name != "return":
-                return self._codec.format(call)
+                name = self.view_name(fact.role, call.name)
+                return self._codec.format(ToolCall(name, call.arguments))
         computed = [
             e.output
             for e in self._conv.events
@@ -190,8 +265,11 @@ class SingleAgentToolEnv(gymnasium.Env):
         return self._codec.format(ToolCall.make("answer", text=ep.gold))
 
     def vocabulary(self) -> list[str]:
-        """The words of the underlying task and prompts."""
-        return sorted(set(self.hier.vocabulary()) | {"research", "agent"})
+        """The words of the underlying task and prompts, namespaced tool names included."""
+        sample = self.hier.task.sample(np.random.default_rng(0))
+        names = view_tool_names({r: sample.tools(r) for r in self.hier.task.roles})
+        view_names = {n for role_names in names.values() for n in role_names.values()}
+        return sorted(set(self.hier.vocabulary()) | {"research", "agent"} | view_names)
 
     def render(self) -> str | None:
         if self.render_mode != "ansi":
