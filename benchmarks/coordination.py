@@ -6,22 +6,24 @@ number of environment episodes (steps x queries x group):
 
     mgrpo      ``MGRPOTrainer(algo="mgrpo")``: main and searcher each trained
     main-only  ``MGRPOTrainer(algo="main-only")``: the searcher frozen at its warm start
-    single     ``GRPOTrainer(view="single")``: one policy with every tool, no delegation
+    single     ``GRPOTrainer``: one policy with every tool on the single-agent view
     shared     (only with ``--arms``) ``MGRPOTrainer(algo="shared")``: one model, every role
 
 Warm starts (same tiny size, SFT settings and expert episodes for each): ``multi``
 (one policy per role of the AEC env, saved as ``multi/<role>/``; mgrpo and
 main-only), ``single`` (one policy on the single-agent view's demonstrations) and
 ``shared`` (one policy on every role's demonstrations). They are trained once per
-benchmark run, cached in ``OUT/warm_start`` (retrained when their recorded settings
-differ) or read from ``--warm-start-dir`` (used as they are; missing ones are
-trained there).
+benchmark run and cached in ``OUT/warm_start/<kind>/``, each with the stamp it was
+built under (``stamp.json``: the SFT settings, the package versions and the
+library's code version); a cached one is reused only when its stamp is the one this
+run would write, and ``--no-cache`` retrains them all. Warm starts read from
+``--warm-start-dir`` are used as they are (missing ones are trained there).
 
-Evaluation: held-out env seeds from 1_000_000 (never demonstrations, never training
-queries), sampling at temperature 1 with one fixed generator for every arm and
-seed, before training (once per warm start), every ``--eval-every`` steps, and at
-the end; success rates with 95% Wilson intervals. Training seed k draws the same
-training queries in every arm.
+Evaluation: :func:`mgrpo_algos.evaluate.evaluate` on the held-out env seeds (never
+demonstrations, never training queries), sampling at temperature 1 with the same
+generator seed for every arm and seed, before training (once per warm start), every
+``--eval-every`` steps, and at the end; success rates with 95% Wilson intervals.
+Training seed k draws the same training queries in every arm.
 
     python benchmarks/coordination.py                               # full: hours on 2 cores
     python benchmarks/coordination.py --preset cpu-small --jobs 2   # under an hour, 2 cores
@@ -35,7 +37,14 @@ intervals, the per-step training curve, episodes, seconds), ``coordination.png``
 (training success per step, mean over seeds with a min-max band; final evaluation
 per seed with its 95% interval) and ``<arm>/seed<k>/metrics.jsonl``. The last line
 of output is one JSON object: ``success`` and ``ci95`` per arm and seed, the mean
-and the pooled interval per arm, and the machine.
+and the pooled interval per arm, the machine and the provenance (package versions,
+code version).
+
+Every evaluation record in ``results.json`` is ``EvalResult.to_dict()`` (plus
+``step``, and ``roles``/``signal`` with ``--diagnose``). Renamed from earlier
+versions: ``success`` -> ``success_rate``, ``wins`` -> ``successes``, ``episodes`` ->
+``n``, and per sub-agent role ``calls_per_episode`` -> ``calls`` (the total over the
+episodes; ``format_ok`` is no longer recorded). The last line's keys are unchanged.
 """
 
 from __future__ import annotations
@@ -52,23 +61,28 @@ from dataclasses import dataclass
 from math import nan
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from mgrpo_algos.grpo import GRPOConfig, GRPOTrainer, make_env_fn
+from mgrpo_algos.demo import cache_usable, read_stamp, stamp_difference, write_stamp
+from mgrpo_algos.evaluate import eval_seeds, evaluate
+from mgrpo_algos.grpo import GRPOConfig, GRPOTrainer
+from mgrpo_algos.learner import Learner, make_env_fn, reward_weights, score_main
 from mgrpo_algos.metrics import emit, format_rate, wilson_interval
-from mgrpo_algos.mgrpo import MGRPOConfig, MGRPOTrainer, score_main, score_sub, subtask_key
+from mgrpo_algos.mgrpo import MGRPOConfig, MGRPOTrainer, score_sub, subtask_key
 from mgrpo_algos.policies import HFPolicy
+from mgrpo_algos.provenance import cache_stamp, provenance
 from mgrpo_algos.rollout import RolloutConfig, RolloutEngine
-from mgrpo_algos.sft import SFTConfig, expert_script, tiny_policies, warm_start
+from mgrpo_algos.sft import SFTConfig, tiny_policies, warm_start
 
 ENV = "research_v0"
-EVAL_SEED0 = 1_000_000  # held out: demonstrations use seeds 0.., training draws at random
-EVAL_SAMPLING_SEED = 12345  # one sampling generator for every evaluation
+SIGNAL_SAMPLING_SEED = 0  # the learning-signal probe's generator (evaluate's default seed)
 ARMS = ("mgrpo", "main-only", "single", "shared")
 WARM_START_OF = {"mgrpo": "multi", "main-only": "multi", "single": "single", "shared": "shared"}
+Reuse = Literal["matching", "any", "never"]
+"""Which cached warm starts to use: those with this run's stamp, any that is there, none."""
 
 
 @dataclass(frozen=True)
@@ -204,49 +218,22 @@ def worker_setup(threads: int) -> None:
     hf_logging.disable_progress_bar()
 
 
-def evaluate(
-    env_fn: Callable[[], Any],
-    policies: dict[str, HFPolicy],
-    s: Settings,
-    scripted: Iterable[str] = (),
-) -> dict:
-    """Success on the held-out seeds at temperature 1, with its 95% Wilson interval.
+def held_out(env_fn: Callable[[], Any], policies: dict[str, HFPolicy], s: Settings) -> dict:
+    """The held-out evaluation of ``policies`` (``EvalResult.to_dict()``), plus the diagnosis.
 
-    Roles in ``scripted`` are played by the env's scripted expert instead of their
-    policy. ``sub_calls`` holds, per sub-agent role, how many calls the episodes
-    made and the share whose result was the fact asked for (the expert score).
-    With ``s.diagnose`` on a multi-role env, ``roles`` also gives the success with
+    With ``s.diagnose`` on a multi-role env, ``roles`` also gives the evaluation with
     every sub-agent scripted (``expert_subs``: how good main is) and with main
-    scripted (``expert_main``: how good the sub-agents are on well-posed subtasks).
+    scripted (``expert_main``: how good the sub-agents are on well-posed subtasks),
+    and ``signal`` what a training step's groups give each role to learn from.
     """
-    scripts = {role: expert_script for role in scripted}
-    engine = RolloutEngine(
-        env_fn,
-        policies,
-        RolloutConfig(max_new_tokens=s.max_new_tokens, temperature=1.0),
-        scripts=scripts,
-    )
-    n = s.eval_episodes
-    with torch.no_grad():
-        res = engine.collect(
-            list(range(EVAL_SEED0, EVAL_SEED0 + n)),
-            group_size=1,
-            generator=torch.Generator().manual_seed(EVAL_SAMPLING_SEED),
-        )
-    wins = sum(e.correct for e in res.episodes)
-    out: dict[str, Any] = {
-        "success": wins / n,
-        "ci95": list(wilson_interval(wins, n)),
-        "wins": wins,
-        "episodes": n,
-        "seconds": res.wall_seconds,
-        "sub_calls": sub_call_stats(res.episodes),
-    }
+    out = evaluate(env_fn, policies, s.eval_episodes, max_new_tokens=s.max_new_tokens).to_dict()
     subs = [r for r in policies if r != "main"]
-    if s.diagnose and subs and not scripted:
+    if s.diagnose and subs:
         out["roles"] = {
-            "expert_subs": evaluate(env_fn, policies, s, scripted=subs),
-            "expert_main": evaluate(env_fn, policies, s, scripted=["main"]),
+            name: evaluate(
+                env_fn, policies, s.eval_episodes, max_new_tokens=s.max_new_tokens, scripted=roles
+            ).to_dict()
+            for name, roles in (("expert_subs", subs), ("expert_main", ["main"]))
         }
         out["signal"] = learning_signal(env_fn, policies, s)
     return out
@@ -276,13 +263,15 @@ def learning_signal(
     engine = RolloutEngine(
         env_fn, policies, RolloutConfig(max_new_tokens=s.max_new_tokens, temperature=1.0)
     )
-    seeds = list(range(EVAL_SEED0, EVAL_SEED0 + SIGNAL_QUERIES))
     with torch.no_grad():
         res = engine.collect(
-            seeds, s.group, generator=torch.Generator().manual_seed(EVAL_SAMPLING_SEED)
+            eval_seeds(SIGNAL_QUERIES),
+            s.group,
+            generator=torch.Generator().manual_seed(SIGNAL_SAMPLING_SEED),
         )
-    _, rows = score_main(res, defaults.main_weights)
-    scored = score_sub(res, rows, defaults.sub_weights)
+    weights = reward_weights(defaults)
+    _, rows = score_main(res, weights, defaults.format_reward)
+    scored = score_sub(res, rows, weights, defaults.format_reward)
     records = {(e.group_id, e.rollout_id): e.infos for e in res.episodes}
     out: dict[str, dict[str, float]] = {}
     for role in policies:
@@ -331,30 +320,10 @@ def subtask_signal(calls: Iterable[tuple[int, str, float, float]]) -> dict[str, 
     }
 
 
-def sub_call_stats(episodes: Iterable[Any]) -> dict[str, dict[str, float]]:
-    """Sub-agent role -> calls per episode, and the shares of calls that returned a
-    result (``format_ok``) and the fact asked for (``accuracy``)."""
-    calls: dict[str, list[dict]] = {}
-    n = 0
-    for e in episodes:
-        n += 1
-        for role, info in e.infos.items():
-            if "calls" in info:
-                calls.setdefault(role, []).extend(info["calls"])
-    return {
-        role: {
-            "calls_per_episode": len(cs) / max(n, 1),
-            "format_ok": float(np.mean([c["format_ok"] for c in cs])) if cs else 0.0,
-            "accuracy": float(np.mean([c["expert"] for c in cs])) if cs else 0.0,
-        }
-        for role, cs in calls.items()
-    }
-
-
 # --------------------------------------------------------------------------- warm starts
 def warm_env_fn(kind: str, s: Settings) -> Callable[[], Any]:
     """The env a warm start is trained and evaluated on: the single view or the AEC env."""
-    return make_env_fn(ENV, s.env_kwargs, "single" if kind == "single" else "shared")
+    return make_env_fn(ENV, s.env_kwargs, single=kind == "single")
 
 
 def warm_start_ready(kind: str, path: Path, roles: Iterable[str]) -> bool:
@@ -387,7 +356,10 @@ def save_warm_start(kind: str, policies: dict[str, HFPolicy], path: Path) -> Non
 def prepare_warm_start(kind: str, s: Settings, directory: str, train: bool, threads: int) -> dict:
     """Trains the warm start ``kind`` (when asked) and evaluates it; cached in ``kind.json``.
 
-    Runs in a worker process: the returned record is what ``results.json`` keeps.
+    A trained warm start gets ``stamp.json`` (``cache_stamp(s.sft_key())``) next to
+    its model. Its evaluations are kept in ``kind.json`` by ``s.eval_key()`` for as
+    long as the provenance they were measured under holds. Runs in a worker
+    process: the returned record is what ``results.json`` keeps.
     """
     worker_setup(threads)
     path, meta_path = Path(directory) / kind, Path(directory) / f"{kind}.json"
@@ -396,6 +368,7 @@ def prepare_warm_start(kind: str, s: Settings, directory: str, train: bool, thre
     roles = list(env_fn().possible_agents)
     if train:
         print(f"[warm start {kind}] SFT on {s.sft_episodes} expert episodes ...", flush=True)
+        stamp = cache_stamp(s.sft_key())
         t0, cpu0 = time.perf_counter(), time.process_time()
         policies = fresh_policies(kind, env_fn(), s.size, s.sft_shared)
         cfg = SFTConfig(
@@ -409,45 +382,57 @@ def prepare_warm_start(kind: str, s: Settings, directory: str, train: bool, thre
         history = warm_start(env_fn, policies, cfg, progress=False)
         shutil.rmtree(path, ignore_errors=True)
         save_warm_start(kind, policies, path)
+        write_stamp(path, stamp)
         meta = {
-            "sft": s.sft_key(),
+            "stamp": stamp,
             "sft_seconds": time.perf_counter() - t0,
             "sft_cpu_seconds": time.process_time() - cpu0,
             "final_loss": {k: v[-1] for k, v in history.items()},
         }
-    evals = meta.setdefault("evals", {})
+    if meta.get("evals_provenance") != provenance():  # measured by other code or packages
+        meta["evals"], meta["evals_provenance"] = {}, provenance()
+    evals = meta["evals"]
     cached = evals.get(s.eval_key(), {})
     if not cached or (s.diagnose and kind != "single" and "signal" not in cached):
-        evals[s.eval_key()] = evaluate(env_fn, load_warm_start(kind, path, roles), s)
+        evals[s.eval_key()] = held_out(env_fn, load_warm_start(kind, path, roles), s)
     meta_path.write_text(json.dumps(meta, indent=2))
     start = evals[s.eval_key()]
-    print(f"[warm start {kind}] {format_rate(start['wins'], start['episodes'])}", flush=True)
+    print(f"[warm start {kind}] {format_rate(start['successes'], start['n'])}", flush=True)
     return {"kind": kind, "path": str(path), "trained_now": train, **meta, "start": start}
 
 
-def warm_starts_to_train(s: Settings, directory: Path, cache: bool) -> dict[str, bool]:
-    """Warm start kind -> whether it must be trained now.
+def warm_starts_to_train(s: Settings, directory: Path, reuse: Reuse) -> dict[str, bool]:
+    """Warm start kind -> whether it must be trained now; prints why for each.
 
-    In the cache (``cache=True``) a warm start is retrained when its recorded SFT
-    settings differ from ``s``; in a directory the user named it is used as it is.
+    Args:
+        s: The run's settings.
+        directory: Holds ``<kind>/`` (model and ``stamp.json``) and ``<kind>.json``.
+        reuse: ``matching``: use a saved warm start whose stamp is
+            ``cache_stamp(s.sft_key())``, retrain otherwise (the cache in
+            ``OUT/warm_start``); ``any``: use whatever is saved (a directory the user
+            named); ``never``: retrain every one (``--no-cache``).
     """
+    if reuse not in ("matching", "any", "never"):
+        raise ValueError(f"reuse must be 'matching', 'any' or 'never', got {reuse!r}")
     out = {}
     for kind in dict.fromkeys(WARM_START_OF[a] for a in s.arms):
+        path = directory / kind
+        stamp = cache_stamp(s.sft_key())
         roles = warm_env_fn(kind, s)().possible_agents
-        ready = warm_start_ready(kind, directory / kind, roles)
-        meta_path = directory / f"{kind}.json"
-        recorded = json.loads(meta_path.read_text()).get("sft") if meta_path.is_file() else None
-        if ready and recorded != s.sft_key():
-            if cache:
-                ready = False
-            else:
-                print(f"note: using {directory / kind} as it is (SFT settings: {recorded})")
+        ready = warm_start_ready(kind, path, roles)
+        if not ready:
+            print(f"building the warm start {kind} in {path} (none is saved there)")
+        elif reuse == "any":
+            differs = stamp_difference(read_stamp(path), stamp)
+            print(f"note: using the warm start in {path} as it is ({differs or 'same stamp'})")
+        else:
+            ready = cache_usable(path, stamp, cache=reuse == "matching", what=f"warm start {kind}")
         out[kind] = not ready
     return out
 
 
 # --------------------------------------------------------------------------- one run
-def make_trainer(arm: str, seed: int, s: Settings, warm_dir: Path, run_dir: Path) -> Any:
+def make_trainer(arm: str, seed: int, s: Settings, warm_dir: Path, run_dir: Path) -> Learner:
     common = {
         "env": ENV,
         "env_kwargs": s.env_kwargs,
@@ -462,15 +447,9 @@ def make_trainer(arm: str, seed: int, s: Settings, warm_dir: Path, run_dir: Path
     }
     model = str(warm_dir / WARM_START_OF[arm])
     if arm == "single":
-        return GRPOTrainer(GRPOConfig(view="single", model=model, **common), out_dir=run_dir)
+        return GRPOTrainer(GRPOConfig(model=model, **common), out_dir=run_dir)
     config = MGRPOConfig(algo=arm, model=model, sub_groups=s.sub_groups, **common)
     return MGRPOTrainer(config, out_dir=run_dir)
-
-
-def trained_policies(trainer: Any) -> dict[str, HFPolicy]:
-    if isinstance(trainer, GRPOTrainer):
-        return {role: trainer.policy for role in trainer.roles}
-    return dict(trainer.policies)
 
 
 def curve_point(m: dict[str, Any]) -> dict[str, Any]:
@@ -490,9 +469,8 @@ def run_arm(arm: str, seed: int, s: Settings, warm_dir: str, out: str, threads: 
     wall0, cpu0 = time.perf_counter(), time.process_time()
     trainer = make_trainer(arm, seed, s, Path(warm_dir), run_dir)
     curve, evals = [], []
-    for _ in range(s.steps):
-        m = trainer.train_step()
-        trainer.writer.write(m)
+
+    def on_step(learner: Learner, m: dict[str, Any]) -> None:
         curve.append(curve_point(m))
         print(
             f"[{arm} seed {seed}] step {m['step']}/{s.steps} success {m['success_rate']:.3f} "
@@ -500,10 +478,10 @@ def run_arm(arm: str, seed: int, s: Settings, warm_dir: str, out: str, threads: 
             flush=True,
         )
         if s.eval_every and m["step"] % s.eval_every == 0 and m["step"] < s.steps:
-            evals.append(
-                {"step": m["step"], **evaluate(trainer.env_fn, trained_policies(trainer), s)}
-            )
-    end = evaluate(trainer.env_fn, trained_policies(trainer), s)
+            evals.append({"step": m["step"], **held_out(learner.env_fn, learner.policies, s)})
+
+    trainer.train(progress=False, on_step=on_step)
+    end = held_out(trainer.env_fn, trainer.policies, s)
     evals.append({"step": s.steps, **end})
     return {
         "arm": arm,
@@ -605,12 +583,12 @@ def summarise(s: Settings, warm: dict[str, dict], runs: list[dict]) -> dict[str,
     """Final success and 95% interval per arm and seed; mean and pooled interval per arm."""
     out: dict[str, Any] = {"success": {}, "ci95": {}, "mean": {}, "pooled_ci95": {}, "start": {}}
     for arm, rs in by_arm(s, runs).items():
-        out["success"][arm] = {str(r["seed"]): r["end"]["success"] for r in rs}
+        out["success"][arm] = {str(r["seed"]): r["end"]["success_rate"] for r in rs}
         out["ci95"][arm] = {str(r["seed"]): r["end"]["ci95"] for r in rs}
-        out["mean"][arm] = float(np.mean([r["end"]["success"] for r in rs]))
-        wins, n = sum(r["end"]["wins"] for r in rs), sum(r["end"]["episodes"] for r in rs)
+        out["mean"][arm] = float(np.mean([r["end"]["success_rate"] for r in rs]))
+        wins, n = sum(r["end"]["successes"] for r in rs), sum(r["end"]["n"] for r in rs)
         out["pooled_ci95"][arm] = list(wilson_interval(wins, n))
-        out["start"][arm] = warm[WARM_START_OF[arm]]["start"]["success"]
+        out["start"][arm] = warm[WARM_START_OF[arm]]["start"]["success_rate"]
         diagnosis = {str(r["seed"]): diagnosis_of(r["end"]) for r in rs if "roles" in r["end"]}
         if diagnosis:
             out.setdefault("diagnosis", {})[arm] = {
@@ -622,12 +600,12 @@ def summarise(s: Settings, warm: dict[str, dict], runs: list[dict]) -> dict[str,
 
 def diagnosis_of(evaluation: dict) -> dict[str, float]:
     """Success as played, with expert sub-agents, with an expert main; sub-call accuracy."""
-    out = {"as_played": evaluation["success"]}
+    out = {"as_played": evaluation["success_rate"]}
     for name, e in evaluation.get("roles", {}).items():
-        out[name] = e["success"]
+        out[name] = e["success_rate"]
     for role, stats in evaluation.get("sub_calls", {}).items():
         out[f"{role}_accuracy"] = stats["accuracy"]
-        out[f"{role}_calls_per_episode"] = stats["calls_per_episode"]
+        out[f"{role}_calls_per_episode"] = stats["calls"] / evaluation["n"]
     for role, stats in evaluation.get("signal", {}).items():
         out.update({f"{role}_{k}": v for k, v in stats.items()})
     return out
@@ -637,20 +615,20 @@ def print_table(s: Settings, warm: dict[str, dict], runs: list[dict]) -> None:
     print()
     print(f"{'warm start':<12}{'success at start (95%)':<36}{'SFT s':>8}")
     for kind, w in warm.items():
-        rate = format_rate(w["start"]["wins"], w["start"]["episodes"])
+        rate = format_rate(w["start"]["successes"], w["start"]["n"])
         print(f"{kind:<12}{rate:<36}{w.get('sft_seconds', float('nan')):>8.0f}")
     print()
     head = f"{'arm':<11}{'seed':>5}  {'final success (95%)':<34}{'train first->last':>18}"
     print(head + f"{'episodes':>10}{'min':>7}")
     for arm, rs in by_arm(s, runs).items():
         for r in rs:
-            rate = format_rate(r["end"]["wins"], r["end"]["episodes"])
+            rate = format_rate(r["end"]["successes"], r["end"]["n"])
             first, last = r["curve"][0]["success_rate"], r["curve"][-1]["success_rate"]
             print(
                 f"{arm:<11}{r['seed']:>5}  {rate:<34}{first:>9.3f} ->{last:>6.3f}"
                 f"{r['episodes']:>10}{r['wall_seconds'] / 60:>7.1f}"
             )
-        wins, n = sum(r["end"]["wins"] for r in rs), sum(r["end"]["episodes"] for r in rs)
+        wins, n = sum(r["end"]["successes"] for r in rs), sum(r["end"]["n"] for r in rs)
         print(f"{arm:<11}{'all':>5}  {format_rate(wins, n):<34}")
     diagnosis = summarise(s, warm, runs).get("diagnosis", {})
     if diagnosis:
@@ -706,22 +684,22 @@ def plot(s: Settings, warm: dict[str, dict], runs: list[dict], path: Path) -> bo
         left.fill_between(x, curves.min(0), curves.max(0), color=color, alpha=0.2)
         start = warm[WARM_START_OF[arm]]["start"]
         ex = [0] + [e["step"] * s.queries * s.group for e in rs[0]["evals"]]
-        ey = [start["success"]] + list(
-            np.mean([[e["success"] for e in r["evals"]] for r in rs], axis=0)
+        ey = [start["success_rate"]] + list(
+            np.mean([[e["success_rate"] for e in r["evals"]] for r in rs], axis=0)
         )
         left.plot(ex, ey, "o--", color=color, mfc="none", label=f"{arm} (held-out eval)")
         lo, hi = start["ci95"]
         right.errorbar(
             [i - 0.3],
-            [start["success"]],
-            yerr=[[start["success"] - lo], [hi - start["success"]]],
+            [start["success_rate"]],
+            yerr=[[start["success_rate"] - lo], [hi - start["success_rate"]]],
             fmt="s",
             mfc="none",
             color=color,
             capsize=3,
         )
         for j, r in enumerate(rs):
-            y, (lo, hi) = r["end"]["success"], r["end"]["ci95"]
+            y, (lo, hi) = r["end"]["success_rate"], r["end"]["ci95"]
             xj = i + (j - (len(rs) - 1) / 2) * 0.15
             right.errorbar([xj], [y], yerr=[[y - lo], [hi - y]], fmt="o", color=color, capsize=3)
     left.set(xlabel="episodes trained on", ylabel="success rate", title="training (per step)")
@@ -778,6 +756,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--out", default=None, help="default: runs/coordination(-quick)")
     p.add_argument("--warm-start-dir", default=None, help="holds multi/<role>/, single/ ...")
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="retrain the warm starts even when the cached ones were built the same way",
+    )
     return p.parse_args(argv)
 
 
@@ -806,7 +789,8 @@ def main(argv: list[str] | None = None) -> None:
     warm_dir = Path(args.warm_start_dir) if args.warm_start_dir else out / "warm_start"
     out.mkdir(parents=True, exist_ok=True)
     warm_dir.mkdir(parents=True, exist_ok=True)
-    train = warm_starts_to_train(s, warm_dir, cache=args.warm_start_dir is None)
+    reuse: Reuse = "never" if args.no_cache else "any" if args.warm_start_dir else "matching"
+    train = warm_starts_to_train(s, warm_dir, reuse)
     total = len(s.arms) * len(s.seeds)
     print(
         f"{preset}: arms {list(s.arms)}, seeds {list(s.seeds)}, {s.episodes_per_run} episodes "
@@ -844,6 +828,7 @@ def main(argv: list[str] | None = None) -> None:
             "seconds": time.perf_counter() - t0,
             "results": str(out / "results.json"),
             "plot": str(out / "coordination.png") if plotted else None,
+            "provenance": provenance(),
         }
     )
 

@@ -1,12 +1,18 @@
 """GRPO learns: success before and after a CPU-time budget of training, per seed.
 
-One shared tiny policy plays every role of ``research_v0`` (the AEC env, ``view=shared``).
+One shared tiny policy plays every role of ``research_v0`` (the AEC env): the learner
+is ``MGRPOTrainer`` with ``algo="shared"`` and ``align="ragged"`` (group advantages
+per query and role, no alignment: GRPO with one model for every role).
 It starts from the SFT warm start (``--warm-start DIR``, a policy directory as
-``benchmarks/sft_warm_start.py --shared --save DIR`` writes; without it one is trained
-here first), is evaluated on held-out episodes at temperature 1, trained with GRPO
-until its process has used ``--cpu-minutes`` of CPU time, and evaluated again on the
-same episodes. Each seed seeds the training queries and the sampling; the start and
-end evaluations use the same held-out env seeds for every seed.
+``benchmarks/sft_warm_start.py --shared --save DIR`` writes, used as it is; without it
+one is trained in ``OUT/warm_start``, with ``stamp.json`` next to it: the SFT recipe,
+the package versions and the library's code version, and reused by a later run only
+when that stamp is the one it would write; ``--no-cache`` retrains it), is evaluated
+on held-out episodes at temperature 1, trained with GRPO until its process has used
+``--cpu-minutes`` of CPU time, and evaluated again on the same episodes. Each seed
+seeds the training queries; the start and end evaluations are
+:func:`mgrpo_algos.evaluate.evaluate`, the same held-out env seeds and sampling for
+every seed.
 
     python benchmarks/grpo_learning.py --warm-start runs/sft-easy/main   # 3 seeds
     python benchmarks/grpo_learning.py --jobs 2                          # 2 seeds at once
@@ -17,13 +23,17 @@ threads (default 1 when N > 1).
 
 CPU time (``time.process_time``) is the budget, so that runs sharing a machine are
 charged for what they use, not for waiting. The last line of output is one JSON
-object: per seed the start and end success rates with 95% Wilson intervals, the
-steps and episodes trained, and whether the intervals are disjoint.
+object: per seed the start and end evaluations (``EvalResult.to_dict()`` plus
+``text``: success rates with 95% Wilson intervals, main's mean reward with its
+interval), the steps and episodes trained, and whether the intervals are disjoint;
+the machine and the provenance (package versions, code version). Renamed from
+earlier versions: ``start.success`` and ``end.success`` -> ``success_rate``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import time
@@ -34,37 +44,24 @@ from pathlib import Path
 import torch
 
 import mgrpo_envs
-from mgrpo_algos.grpo import GRPOConfig, GRPOTrainer
-from mgrpo_algos.metrics import emit, format_rate, wilson_interval
+from mgrpo_algos.demo import cache_usable, write_stamp
+from mgrpo_algos.evaluate import evaluate
+from mgrpo_algos.metrics import emit
+from mgrpo_algos.mgrpo import MGRPOConfig, MGRPOTrainer
 from mgrpo_algos.policies import HFPolicy
-from mgrpo_algos.rollout import RolloutConfig, RolloutEngine
+from mgrpo_algos.provenance import cache_stamp, provenance
 from mgrpo_algos.sft import SFTConfig, warm_start
 
-EVAL_SEED0 = 1_000_000  # held-out: demonstrations use seeds 0.., training draws at random
+
+def held_out(env_fn, policy: HFPolicy, episodes: int, max_new_tokens: int) -> dict:
+    """``policy`` playing every role on the held-out episodes, at temperature 1."""
+    policies = {r: policy for r in env_fn().possible_agents}
+    result = evaluate(env_fn, policies, episodes, max_new_tokens=max_new_tokens)
+    return {**result.to_dict(), "text": result.text}
 
 
-def evaluate(env_fn, policy: HFPolicy, episodes: int, max_new_tokens: int) -> dict:
-    """Success of ``policy`` playing every role on the held-out seeds, at temperature 1."""
-    roles = env_fn().possible_agents
-    engine = RolloutEngine(
-        env_fn,
-        {r: policy for r in roles},
-        RolloutConfig(max_new_tokens=max_new_tokens, temperature=1.0),
-    )
-    res = engine.collect(
-        list(range(EVAL_SEED0, EVAL_SEED0 + episodes)),
-        group_size=1,
-        generator=torch.Generator().manual_seed(12345),
-    )
-    wins = sum(e.correct for e in res.episodes)
-    lo, hi = wilson_interval(wins, episodes)
-    return {"success": wins / episodes, "ci95": [lo, hi], "text": format_rate(wins, episodes)}
-
-
-def train_warm_start(env_fn, args) -> Path:
-    """SFT of one shared policy on expert episodes; returns its saved directory."""
-    policy = HFPolicy.tiny(env_fn(), size=args.size, seed=0)
-    roles = env_fn().possible_agents
+def warm_start_recipe(args) -> dict:
+    """What the warm start of ``train_warm_start`` is built from (its cache key)."""
     cfg = SFTConfig(  # the recipe of benchmarks/sft_warm_start.py
         episodes=20 if args.quick else 2000,
         epochs=1 if args.quick else 3,
@@ -73,9 +70,28 @@ def train_warm_start(env_fn, args) -> Path:
         context_weight=1.0,
         copy_steps=20 if args.quick else 400,
     )
-    warm_start(env_fn, {r: policy for r in roles}, cfg, progress=False)
+    env = {"env": "research_v0", "difficulty": args.difficulty}
+    return {**env, "size": args.size, "init_seed": 0, "sft": dataclasses.asdict(cfg)}
+
+
+def train_warm_start(env_fn, args) -> Path:
+    """SFT of one shared policy on expert episodes, cached in ``OUT/warm_start``.
+
+    Reused when its ``stamp.json`` equals ``cache_stamp(warm_start_recipe(args))``
+    (and ``--no-cache`` is not given); returns the saved directory.
+    """
     path = Path(args.out) / "warm_start"
+    recipe = warm_start_recipe(args)
+    stamp = cache_stamp(recipe)
+    if cache_usable(path, stamp, cache=args.cache, what="warm start"):
+        return path
+    shutil.rmtree(path, ignore_errors=True)  # no stale stamp survives a failed rebuild
+    policy = HFPolicy.tiny(env_fn(), size=args.size, seed=recipe["init_seed"])
+    roles = env_fn().possible_agents
+    cfg = SFTConfig(**recipe["sft"])
+    warm_start(env_fn, {r: policy for r in roles}, cfg, progress=False)
     policy.save(path)
+    write_stamp(path, stamp)
     return path
 
 
@@ -88,11 +104,12 @@ def run_seed(seed: int, warm: Path, args) -> dict:
         return mgrpo_envs.make("research_v0", difficulty=args.difficulty)
 
     policy = HFPolicy.load(warm)
-    start = evaluate(env_fn, policy, args.episodes, args.max_new_tokens)
-    config = GRPOConfig(
+    start = held_out(env_fn, policy, args.episodes, args.max_new_tokens)
+    config = MGRPOConfig(
+        algo="shared",
+        align="ragged",
         env="research_v0",
         env_kwargs={"difficulty": args.difficulty},
-        view="shared",
         model=str(warm),
         steps=10_000,  # the CPU budget ends the run
         queries_per_step=args.queries,
@@ -106,22 +123,24 @@ def run_seed(seed: int, warm: Path, args) -> dict:
     out = Path(args.out) / f"seed{seed}"
     if out.exists():  # this benchmark's own run directory: a rerun replaces it
         shutil.rmtree(out)
-    trainer = GRPOTrainer(config, out_dir=out, policy=policy)
+    roles = env_fn().possible_agents
+    trainer = MGRPOTrainer(config, out_dir=out, policies={role: policy for role in roles})
     cpu0, wall0 = time.process_time(), time.perf_counter()
     budget = args.cpu_minutes * 60
     curve = []
-    while time.process_time() - cpu0 < budget:
-        m = trainer.train_step()
-        trainer.writer.write(m)
+
+    def on_step(learner, m) -> bool:  # the CPU budget ends the run (checkpointed)
         curve.append(m["success_rate"])
         print(
             f"seed {seed} step {m['step']:>3} success {m['success_rate']:.3f} "
             f"reward {m['reward/main/mean']:.3f} cpu {time.process_time() - cpu0:.0f}s",
             flush=True,
         )
+        return time.process_time() - cpu0 >= budget
+
+    trainer.train(progress=False, on_step=on_step)
     cpu_s, wall_s = time.process_time() - cpu0, time.perf_counter() - wall0
-    trainer.save_checkpoint()
-    end = evaluate(env_fn, policy, args.episodes, args.max_new_tokens)
+    end = held_out(env_fn, policy, args.episodes, args.max_new_tokens)
     return {
         "seed": seed,
         "start": start,
@@ -135,7 +154,8 @@ def run_seed(seed: int, warm: Path, args) -> dict:
     }
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--warm-start", default=None, help="saved policy directory")
@@ -152,9 +172,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--jobs", type=int, default=1, help="seeds run at once")
     parser.add_argument("--out", default="runs/grpo_learning")
+    parser.add_argument(
+        "--no-cache",
+        dest="cache",
+        action="store_false",
+        help="retrain the warm start even when the cached one was built the same way",
+    )
     args = parser.parse_args()
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     if args.jobs > 1 and not args.threads:
         args.threads = 1
     if args.threads:
@@ -198,6 +229,7 @@ def main() -> None:
                 "max_new_tokens": args.max_new_tokens,
             },
             "seeds": [{k: v for k, v in r.items() if k != "train_success_curve"} for r in results],
+            "provenance": provenance(),
         }
     )
 

@@ -90,7 +90,7 @@ import torch
 import mgrpo_envs
 from mgrpo_algos.buffer import Trajectory, collate, minibatches
 from mgrpo_algos.functional import group_advantages, policy_loss
-from mgrpo_algos.grpo import chunk_logprobs, group_minibatches
+from mgrpo_algos.learner import chunk_logprobs, group_minibatches
 from mgrpo_algos.metrics import emit, median
 from mgrpo_algos.policies import HFPolicy
 from mgrpo_algos.policies.tiny import SPECIAL_TOKENS, resolve_vocabulary

@@ -11,45 +11,32 @@ model on the same seeds, plus the SFT wall time.
     python benchmarks/sft_warm_start.py --quick         # under a minute, tiny numbers
     python benchmarks/sft_warm_start.py --save runs/sft # also keep the trained models
 
-The last line of output is one JSON object with the figures and the machine.
+Every evaluation is :func:`mgrpo_algos.evaluate.evaluate` (the same held-out seeds and
+sampling as everywhere else; the expert is every role scripted). ``--save DIR`` also
+writes ``DIR/stamp.json``: the settings the models were built from, the package
+versions and the library's code version. The last line of output is one JSON object
+with the figures, the machine and the provenance (package versions, code version).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
+from pathlib import Path
 
 import torch
 
 import mgrpo_envs
-from mgrpo_algos.metrics import emit, format_rate, wilson_interval
-from mgrpo_algos.rollout import RolloutConfig, RolloutEngine
-from mgrpo_algos.sft import SFTConfig, expert_script, tiny_policies, warm_start
-
-EVAL_SEED0 = 1_000_000  # evaluation seeds never overlap the demonstration seeds
-
-
-def evaluate(env_fn, policies: dict, episodes: int, seed: int, scripted: bool = False) -> dict:
-    roles = env_fn().possible_agents
-    scripts = {r: expert_script for r in roles} if scripted else None
-    engine = RolloutEngine(
-        env_fn, policies, RolloutConfig(max_new_tokens=40, temperature=1.0), scripts=scripts
-    )
-    res = engine.collect(
-        list(range(EVAL_SEED0, EVAL_SEED0 + episodes)),
-        group_size=1,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    wins = sum(e.correct for e in res.episodes)
-    return {
-        "success": wins / episodes,
-        "ci95": wilson_interval(wins, episodes),
-        "text": format_rate(wins, episodes),
-        "seconds": res.wall_seconds,
-    }
+from mgrpo_algos.demo import write_stamp
+from mgrpo_algos.evaluate import evaluate
+from mgrpo_algos.metrics import emit
+from mgrpo_algos.provenance import cache_stamp, provenance
+from mgrpo_algos.sft import SFTConfig, tiny_policies, warm_start
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--difficulty", default="medium")
@@ -91,6 +78,20 @@ def main() -> None:
         help="weight of the language-modelling loss on context tokens (0: actions only)",
     )
     args = parser.parse_args()
+    return args
+
+
+def save(args: argparse.Namespace, policies: dict, cfg: SFTConfig) -> None:
+    """Saves each role's model in ``--save``/<role>, and the stamp they were built under."""
+    for role, policy in policies.items():
+        policy.save(f"{args.save}/{role}")
+    recipe = {"env": "research_v0", "difficulty": args.difficulty, "size": args.size}
+    recipe |= {"shared": args.shared, "numbers": args.numbers, "init_seed": args.seed}
+    write_stamp(Path(args.save), cache_stamp({**recipe, "sft": dataclasses.asdict(cfg)}))
+
+
+def main() -> None:
+    args = parse_args()
     demos_n = args.demos or (20 if args.quick else 2000)
     epochs = args.epochs or (1 if args.quick else 3)
     episodes = args.episodes or (20 if args.quick else 200)
@@ -105,8 +106,8 @@ def main() -> None:
     )
     # the untrained model on a few episodes only: it never succeeds, and sampling until
     # every budget runs out is the most expensive evaluation there is
-    untrained = evaluate(env_fn, policies, min(episodes, 20), args.seed)
-    expert = evaluate(env_fn, policies, episodes, args.seed, scripted=True)
+    untrained = evaluate(env_fn, policies, min(episodes, 20))
+    expert = evaluate(env_fn, {}, episodes, scripted=env_fn().possible_agents)
     t0 = time.perf_counter()
     cfg = SFTConfig(
         episodes=demos_n,
@@ -119,13 +120,12 @@ def main() -> None:
     )
     history = warm_start(env_fn, policies, cfg, progress=not args.quick)
     sft_seconds = time.perf_counter() - t0
-    trained = evaluate(env_fn, policies, episodes, args.seed)
+    trained = evaluate(env_fn, policies, episodes)
     if args.save:
-        for role, policy in policies.items():
-            policy.save(f"{args.save}/{role}")
+        save(args, policies, cfg)
     losses = {k: v[-1] for k, v in history.items()}
     for name, r in (("untrained", untrained), ("sft", trained), ("expert", expert)):
-        print(f"{name:>10}: {r['text']}")
+        print(f"{name:>10}: {r.text}")
     print(
         f"SFT: {demos_n} expert episodes, {epochs} epochs, {sft_seconds:.0f} s, final loss {losses}"
     )
@@ -148,15 +148,16 @@ def main() -> None:
             "final_loss": losses,
             "eval_episodes": episodes,
             "success": {
-                "untrained": untrained["success"],
-                "sft": trained["success"],
-                "expert": expert["success"],
+                "untrained": untrained.success_rate,
+                "sft": trained.success_rate,
+                "expert": expert.success_rate,
             },
             "ci95": {
-                "untrained": untrained["ci95"],
-                "sft": trained["ci95"],
-                "expert": expert["ci95"],
+                "untrained": list(untrained.ci95),
+                "sft": list(trained.ci95),
+                "expert": list(expert.ci95),
             },
+            "provenance": provenance(),
         }
     )
 

@@ -1,24 +1,320 @@
-"""The ``mgrpo`` command."""
+"""The ``mgrpo`` command: ``demo``, ``sft``, ``train`` and ``eval``.
+
+The options of ``train`` and ``sft`` are generated (with tyro) from the config
+dataclasses, so every field can be set, the defaults live in one place, and
+``--help`` shows each field's documentation. A mistake of the user's (a bad value,
+a missing or damaged file, a directory that already holds a run) ends the command
+with one line naming it and what to do, and a non-zero exit.
+"""
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import sys
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
-import numpy as np
+import tyro
 
 import mgrpo_envs
-from mgrpo_algos.metrics import format_rate, wilson_interval
+from mgrpo_algos.grpo import GRPOConfig
+from mgrpo_algos.mgrpo import MGRPOConfig
+from mgrpo_algos.sft import SFTConfig
+from mgrpo_algos.store import StoreError
+
+USAGE = """usage: mgrpo {demo,sft,train,eval} [OPTIONS]
+
+  demo    the main job: SFT warm start, a short M-GRPO run, success before and after
+  sft     warm-start tiny models on the scripted expert's demonstrations of any env
+  train   train agents (writes OUT/config.json, OUT/metrics.jsonl, OUT/ckpt-*)
+  eval    success rate and reward of a checkpoint, with 95% intervals
+
+`mgrpo COMMAND --help` lists a command's options."""
+
+Difficulty = Literal["easy", "medium", "hard"]
 
 
-def _demo(args: argparse.Namespace) -> int:
-    """The main job: warm start, then a short M-GRPO run; success before and after."""
+# --------------------------------------------------------------------------- train
+@dataclass
+class TrainArgs(MGRPOConfig):
+    """Train agents: writes OUT/config.json (resolved settings), OUT/metrics.jsonl, OUT/ckpt-*.
+
+    Attributes:
+        algo: mgrpo (every agent trained, one model each), main-only (the sub-agents
+            frozen), shared (one model plays every role) or grpo (one policy with
+            every tool on the single-agent view).
+        out: The run directory (refused when it already holds a run).
+        resume: Continue the run in this directory from its newest complete
+            checkpoint, with its own settings; only --steps may be given with it
+            (a larger total extends the run).
+        config: Start from the settings in this JSON file (a run's config.json, or
+            one written by hand); the options given override them.
+        difficulty: The env's difficulty (sets env_kwargs["difficulty"]).
+        env_arg: An env argument KEY=VALUE, repeatable (e.g. main_turns=4);
+            the VALUE is read as JSON when it parses.
+    """
+
+    algo: Literal["mgrpo", "main-only", "shared", "grpo"] = "grpo"  # type: ignore[assignment]
+    env_kwargs: tyro.conf.Suppress[dict[str, Any]] = field(  # type: ignore[assignment]
+        default_factory=lambda: {"difficulty": "easy"}
+    )
+    out: str | None = None
+    resume: str | None = None
+    config: str | None = None
+    difficulty: Difficulty | None = None
+    env_arg: tyro.conf.UseAppendAction[list[str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        """Validated when the learner's config is built from it (`config_of`)."""
+
+
+MULTI_AGENT_ONLY = sorted(
+    {f.name for f in dataclasses.fields(MGRPOConfig)}
+    - {f.name for f in dataclasses.fields(GRPOConfig)}
+)
+
+
+def env_args(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["main_turns=4", "codec=json"]`` -> ``{"main_turns": 4, "codec": "json"}``."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--env-arg takes KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def config_of(args: TrainArgs) -> Any:
+    """The learner config ``args`` describe: a ``GRPOConfig`` or an ``MGRPOConfig``."""
+    kwargs = dict(args.env_kwargs)
+    if args.difficulty is not None:
+        kwargs["difficulty"] = args.difficulty
+    kwargs.update(env_args(args.env_arg))
+    cls = GRPOConfig if args.algo == "grpo" else MGRPOConfig
+    if cls is GRPOConfig:
+        defaults = MGRPOConfig()
+        changed = [
+            f"--{name.replace('_', '-')}"
+            for name in MULTI_AGENT_ONLY
+            if getattr(args, name) != getattr(defaults, name)
+        ]
+        if changed:
+            raise ValueError(
+                f"{', '.join(changed)} apply to the multi-agent algos (mgrpo, main-only, "
+                "shared), not to --algo grpo"
+            )
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
+    return cls(**{**values, "env_kwargs": kwargs})
+
+
+def parse_train(argv: list[str]) -> tuple[TrainArgs, set[str]]:
+    """The parsed options (defaults from ``--config FILE`` when given) and the flags given."""
+    given = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+    default = None
+    path = _option(argv, "--config")
+    if path is not None:
+        from mgrpo_algos.learner import load_config
+
+        loaded = dataclasses.asdict(load_config(path))
+        names = {f.name for f in dataclasses.fields(TrainArgs)}
+        default = TrainArgs(**{k: v for k, v in loaded.items() if k in names}, config=path)
+    args = tyro.cli(TrainArgs, args=argv, default=default, prog="mgrpo train")
+    return args, given
+
+
+def _option(argv: list[str], name: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def train(argv: list[str]) -> int:
+    """``mgrpo train``: a GRPO or M-GRPO run (or the continuation of one)."""
+    from mgrpo_algos.learner import resume_run, trainer_class
+
+    args, given = parse_train(argv)
+    if args.resume:
+        extra = sorted(given - {"--resume", "--steps"})
+        if extra:
+            raise ValueError(
+                f"--resume continues a run with its own settings; only --steps may be "
+                f"given with it, got {', '.join(extra)}"
+            )
+        steps = args.steps if "--steps" in given else None
+        trainer = resume_run(args.resume, steps=steps)
+    else:
+        if not args.out:
+            raise ValueError("--out DIR is required (or --resume DIR)")
+        config = config_of(args)
+        trainer = trainer_class(config.algo)(config, args.out)
+    history = trainer.train(progress=True)
+    last = history[-1] if history else {"step": trainer.step_idx}
+    keys = ("step", "success_rate", "reward/main/mean", "reward/sub/mean")
+    print(json.dumps({k: last.get(k) for k in keys}))
+    return 0
+
+
+# --------------------------------------------------------------------------- eval
+@dataclass
+class EvalArgs:
+    """Success rate and reward of a run's checkpoint on held-out episodes, with 95% intervals.
+
+    Attributes:
+        ckpt: A ckpt-* directory, or a run directory (its newest complete checkpoint).
+        episodes: Held-out episodes (the same seeds for every run; never trained on).
+        temperature: Sampling temperature.
+        sampling_seed: Seeds the sampling noise.
+        env: Use this env instead of the recorded one (FILE.py:ID / MODULE:ID), e.g.
+            when the env's file has moved since training.
+        json: Print one JSON object instead of a line of text.
+    """
+
+    ckpt: str
+    episodes: int = 200
+    temperature: float = 1.0
+    sampling_seed: int = 0
+    env: str | None = None
+    json: bool = False
+
+
+def evaluate_run(args: EvalArgs) -> dict[str, Any]:
+    """Opens the checkpoint and plays the held-out episodes; the JSON-ready result."""
+    from mgrpo_algos.evaluate import evaluate
+    from mgrpo_algos.learner import env_fn_of, load_run
+
+    run = load_run(args.ckpt, env=args.env)
+    result = evaluate(
+        env_fn_of(run.config),
+        run.policies,
+        args.episodes,
+        max_new_tokens=run.config.max_new_tokens,
+        temperature=args.temperature,
+        sampling_seed=args.sampling_seed,
+    )
+    return {"ckpt": str(run.ckpt), "env": run.config.env, **result.to_dict(), "text": result.text}
+
+
+def evaluate_command(argv: list[str]) -> int:
+    """``mgrpo eval``."""
+    args = tyro.cli(EvalArgs, args=argv, prog="mgrpo eval")
+    out = evaluate_run(args)
+    if args.json:
+        print(json.dumps(out))
+    else:
+        lo, hi = out["reward_ci95"]
+        print(f"success {out['text']}  reward {out['reward_mean']:.3f} [{lo:.3f}, {hi:.3f}]")
+    return 0
+
+
+# --------------------------------------------------------------------------- sft
+@dataclass
+class SFTArgs(SFTConfig):
+    """Warm-start tiny models by SFT on the scripted expert's demonstrations of any env.
+
+    Saves one policy per role (OUT/<role>/ and OUT/roles.json), which
+    `mgrpo train --model OUT` starts from. The defaults are the demo's recipe.
+
+    Attributes:
+        env: Env id, or FILE.py:ID / MODULE:ID for your own env.
+        out: Where the policies are saved.
+        difficulty: The env's difficulty.
+        env_arg: An env argument KEY=VALUE, repeatable.
+        size: Tiny model size.
+        shared: One model learns every role's demonstrations and each role gets a
+            copy (the default recipe); False: one model per role.
+        eval_episodes: Held-out episodes to measure the warm start on (0: none).
+    """
+
+    episodes: int = 1500
+    lr: float = 1e-3
+    max_batch_tokens: int = 2048
+    context_weight: float = 1.0
+    copy_steps: int = 400
+    env: str = "research_v0"
+    out: str = "runs/sft"
+    difficulty: Difficulty = "easy"
+    env_arg: tyro.conf.UseAppendAction[list[str]] = field(default_factory=list)
+    size: Literal["micro", "small", "base"] = "micro"
+    shared: bool = True
+    eval_episodes: int = 100
+
+    def __post_init__(self) -> None:
+        """Validated when the SFT config is built from it."""
+
+
+def sft(argv: list[str]) -> int:
+    """``mgrpo sft``: demonstrations, SFT, save, and the warm start's held-out success."""
+    from mgrpo_algos.evaluate import evaluate
+    from mgrpo_algos.learner import check_new_run_dir, save_policies
+    from mgrpo_algos.sft import tiny_policies, warm_start
+
+    args = tyro.cli(SFTArgs, args=argv, prog="mgrpo sft")
+    config = SFTConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SFTConfig)})
+    env_id = mgrpo_envs.load_env(args.env)
+    kwargs = {"difficulty": args.difficulty, **env_args(args.env_arg)}
+    mgrpo_envs.make(env_id, **kwargs)  # a bad argument fails here, before any work
+
+    def env_fn() -> Any:
+        return mgrpo_envs.make(env_id, **kwargs)
+
+    out = Path(args.out)
+    if (out / "roles.json").exists():
+        raise ValueError(f"{str(out)!r} already holds a warm start; pass a new --out")
+    check_new_run_dir(out)
+    policies = tiny_policies(env_fn(), size=args.size, seed=config.seed, shared=args.shared)
+    warm_start(env_fn, policies, config, progress=True)
+    save_policies(policies, {role: role for role in policies}, out)
+    summary: dict[str, Any] = {"out": str(out), "env": args.env, "roles": sorted(policies)}
+    if args.eval_episodes:
+        result = evaluate(env_fn, policies, args.eval_episodes)
+        print(f"warm start success {result.text}")
+        summary["success"] = result.to_dict()
+    print(json.dumps(summary))
+    return 0
+
+
+# --------------------------------------------------------------------------- demo
+@dataclass
+class DemoArgs:
+    """The main job: SFT warm start, a short M-GRPO run, success before and after.
+
+    Attributes:
+        difficulty: research_v0's difficulty.
+        steps: M-GRPO steps (None: the demo's default).
+        episodes: Held-out evaluation episodes (None: the demo's default).
+        seed: Seeds the warm start, training and evaluation sampling.
+        out: Where the warm-start cache and the run's files go.
+        quick: Tiny sizes: a few seconds, to check that everything runs.
+        no_cache: Rebuild the warm start even when a matching cache exists.
+    """
+
+    difficulty: Difficulty = "easy"
+    steps: int | None = None
+    episodes: int | None = None
+    seed: int = 0
+    out: str = "runs/demo"
+    quick: bool = False
+    no_cache: bool = False
+
+
+def demo(argv: list[str]) -> int:
+    """``mgrpo demo``."""
     from dataclasses import replace
 
     from mgrpo_algos.demo import DemoSettings, run_demo
 
+    args = tyro.cli(DemoArgs, args=argv, prog="mgrpo demo")
     settings = DemoSettings(difficulty=args.difficulty, seed=args.seed)
     if args.quick:  # seconds, to check that everything runs; the numbers mean nothing
         settings = replace(
@@ -35,228 +331,38 @@ def _demo(args: argparse.Namespace) -> int:
         settings = replace(settings, steps=args.steps)
     if args.episodes is not None:
         settings = replace(settings, eval_episodes=args.episodes)
-    try:
-        summary = run_demo(settings, args.out)
-    except ValueError as err:
-        raise SystemExit(f"mgrpo demo: {err}") from err
-    print(json.dumps(summary))
+    print(json.dumps(run_demo(settings, args.out, cache=not args.no_cache)))
     return 0
 
 
-def _env_args(pairs: list[str]) -> dict:
-    """``["main_turns=4", "codec=json"]`` -> ``{"main_turns": 4, "codec": "json"}``."""
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--env-arg takes KEY=VALUE, got {pair!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
+# --------------------------------------------------------------------------- main
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "demo": demo,
+    "sft": sft,
+    "train": train,
+    "eval": evaluate_command,
+}
 
 
-def _trainer(args: argparse.Namespace):
-    """The learner of ``--algo`` (or of the run in ``--resume DIR``)."""
-    from mgrpo_algos.grpo import GRPOConfig, GRPOTrainer, latest_checkpoint
-    from mgrpo_algos.mgrpo import MGRPOConfig, MGRPOTrainer, is_checkpoint
-
-    if args.resume:
-        if is_checkpoint(latest_checkpoint(args.resume)):
-            return MGRPOTrainer.resume(args.resume)
-        return GRPOTrainer.resume(args.resume)
-    if not args.out:
-        raise SystemExit("--out DIR is required (or --resume DIR)")
-    common = dict(
-        env=args.env,
-        env_kwargs={"difficulty": args.difficulty, **_env_args(args.env_arg)},
-        model=args.model,
-        steps=args.steps,
-        queries_per_step=args.queries,
-        group_size=args.group_size,
-        lr=args.lr,
-        loss_type=args.loss_type,
-        seed=args.seed,
-        max_new_tokens=args.max_new_tokens,
-    )
-    if args.algo == "grpo":
-        return GRPOTrainer(GRPOConfig(view=args.view, **common), args.out)
-    config = MGRPOConfig(
-        algo=args.algo,
-        align=args.align,
-        align_d=args.align_d,
-        sub_groups=args.sub_groups,
-        store_path=args.store,
-        **common,
-    )
-    return MGRPOTrainer(config, args.out)
-
-
-def _train(args: argparse.Namespace) -> int:
-    """``mgrpo train``: a GRPO or M-GRPO run; writes metrics.jsonl and ckpt-*."""
-    try:
-        args.env = mgrpo_envs.load_env(args.env)  # FILE.py:ID or MODULE:ID registers a user env
-        trainer = _trainer(args)
-    except ValueError as err:  # a bad setting: say which, without a traceback
-        raise SystemExit(f"mgrpo train: {err}") from err
-    history = trainer.train(progress=True)
-    if history:
-        last = history[-1]
-        print(
-            json.dumps(
-                {
-                    "step": last["step"],
-                    "success_rate": last["success_rate"],
-                    "reward/main/mean": last["reward/main/mean"],
-                    "reward/sub/mean": last["reward/sub/mean"],
-                }
-            )
-        )
-    return 0
-
-
-def _eval_policies(ckpt: Path):
-    """``(checkpoint, env factory, role -> policy, max_new_tokens)`` of a GRPO or M-GRPO run."""
-    from mgrpo_algos.grpo import GRPOConfig, latest_checkpoint, make_env_fn
-    from mgrpo_algos.mgrpo import is_checkpoint, load_checkpoint
-    from mgrpo_algos.policies import HFPolicy
-
-    if not (ckpt / "policy").is_dir() and not is_checkpoint(ckpt):
-        ckpt = latest_checkpoint(ckpt)
-    if is_checkpoint(ckpt):
-        config, policies = load_checkpoint(ckpt)
-        env_fn = make_env_fn(config.env, config.env_kwargs, "shared")
-        return ckpt, env_fn, policies, config.max_new_tokens
-    config = GRPOConfig(**json.loads((ckpt / "config.json").read_text()))
-    env_fn = make_env_fn(config.env, config.env_kwargs, config.view)
-    policy = HFPolicy.load(ckpt / "policy")
-    return ckpt, env_fn, {r: policy for r in env_fn().possible_agents}, config.max_new_tokens
-
-
-def _eval(args: argparse.Namespace) -> int:
-    """``mgrpo eval``: success rate and reward of a checkpoint, with 95% intervals."""
-    import torch
-
-    from mgrpo_algos.rollout import RolloutConfig, RolloutEngine
-
-    if args.env:
-        mgrpo_envs.load_env(args.env)
-    ckpt, env_fn, policies, max_new_tokens = _eval_policies(Path(args.ckpt))
-    engine = RolloutEngine(
-        env_fn,
-        policies,
-        RolloutConfig(max_new_tokens=max_new_tokens, temperature=args.temperature),
-    )
-    seeds = list(range(args.seed, args.seed + args.episodes))
-    res = engine.collect(seeds, 1, generator=torch.Generator().manual_seed(args.seed))
-    wins = sum(e.correct for e in res.episodes)
-    rewards = np.array([e.reward for e in res.episodes])
-    half = 1.96 * rewards.std(ddof=1) / np.sqrt(len(rewards)) if len(rewards) > 1 else 0.0
-    out = {
-        "ckpt": str(ckpt),
-        "episodes": args.episodes,
-        "success_rate": wins / args.episodes,
-        "success_ci95": wilson_interval(wins, args.episodes),
-        "reward_mean": float(rewards.mean()),
-        "reward_ci95": [float(rewards.mean() - half), float(rewards.mean() + half)],
-    }
-    if args.json:
-        print(json.dumps(out))
-    else:
-        print(
-            f"success {format_rate(wins, args.episodes)}  reward {out['reward_mean']:.3f} "
-            f"[{out['reward_ci95'][0]:.3f}, {out['reward_ci95'][1]:.3f}]"
-        )
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mgrpo", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser(
-        "demo", help="the main job: SFT warm start, then a short M-GRPO run on research_v0"
-    )
-    demo.add_argument("--difficulty", default="easy", choices=["easy", "medium", "hard"])
-    demo.add_argument("--steps", type=int, default=None, help="M-GRPO steps (default 6)")
-    demo.add_argument("--episodes", type=int, default=None, help="held-out evaluation episodes")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--out", default="runs/demo", help="warm start cache and the run's files")
-    demo.add_argument("--quick", action="store_true", help="a few seconds, tiny sizes")
-    demo.set_defaults(func=_demo)
-
-    train = sub.add_parser("train", help="train agents (writes DIR/metrics.jsonl, DIR/ckpt-*)")
-    train.add_argument(
-        "--env",
-        default="research_v0",
-        help=f"one of {mgrpo_envs.list_envs()}, or FILE.py:ID / MODULE:ID for your own env",
-    )
-    train.add_argument("--algo", default="grpo", choices=["mgrpo", "main-only", "shared", "grpo"])
-    train.add_argument("--model", default="tiny", help="'tiny' or a saved policy directory")
-    train.add_argument("--steps", type=int, default=20)
-    train.add_argument("--out", default=None)
-    train.add_argument("--resume", default=None, help="continue the run in this directory")
-    train.add_argument("--difficulty", default="easy", choices=["easy", "medium", "hard"])
-    train.add_argument(
-        "--view",
-        default="single",
-        choices=["single", "shared"],
-        help="grpo only: the single-agent view, or one policy for every role of the AEC env",
-    )
-    train.add_argument(
-        "--env-arg",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="an env argument (repeatable), e.g. --env-arg main_turns=4",
-    )
-    train.add_argument("--queries", type=int, default=8)
-    train.add_argument("--group-size", type=int, default=8)
-    train.add_argument("--lr", type=float, default=1e-4)
-    train.add_argument("--loss-type", default="grpo", choices=["grpo", "dr_grpo", "dapo", "gspo"])
-    train.add_argument("--max-new-tokens", type=int, default=40)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument(
-        "--align",
-        default="duplicate_drop",
-        choices=["duplicate_drop", "truncate", "fill", "ragged", "none"],
-        help="M-GRPO's trajectory alignment of sub-agent calls (none: unsynchronised)",
-    )
-    train.add_argument(
-        "--align-d",
-        type=int,
-        default=None,
-        help="aligned sub-agent calls per rollout (default: estimated from the first batch)",
-    )
-    train.add_argument(
-        "--sub-groups",
-        default="query",
-        choices=["query", "subtask"],
-        help="a sub-agent call's advantage is relative to its query's calls (the paper's)"
-        " or to those on the same subtask",
-    )
-    train.add_argument(
-        "--store",
-        default=None,
-        metavar="PATH",
-        help="SQLite file through which the agents exchange rewards (default: memory)",
-    )
-    train.set_defaults(func=_train)
-
-    ev = sub.add_parser("eval", help="success rate of a checkpoint with a 95% interval")
-    ev.add_argument("--ckpt", required=True, help="a ckpt-* directory or a run directory")
-    ev.add_argument("--env", default=None, help="FILE.py:ID / MODULE:ID: load your own env first")
-    ev.add_argument("--episodes", type=int, default=200)
-    ev.add_argument("--seed", type=int, default=1_000_000)
-    ev.add_argument("--temperature", type=float, default=1.0)
-    ev.add_argument("--json", action="store_true")
-    ev.set_defaults(func=_eval)
-    return parser
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"mgrpo: warning: {message}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    """Runs ``mgrpo COMMAND [OPTIONS]``; a user's mistake exits with one line."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        raise SystemExit(f"mgrpo: unknown command {name!r}; expected one of {list(COMMANDS)}")
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning
+        try:
+            return COMMANDS[name](rest)
+        except (ValueError, StoreError, OSError) as err:
+            raise SystemExit(f"mgrpo {name}: {err}") from err
 
 
 if __name__ == "__main__":

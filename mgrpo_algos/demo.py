@@ -4,13 +4,16 @@ Five stages, each printed as it runs:
 
 1. the scripted expert and a random tool-caller on the held-out episodes, for scale;
 2. warm start: one tiny model per role, trained by SFT on the expert's
-   demonstrations (cached in ``OUT/warm_start``, reused when its settings match);
+   demonstrations (cached in ``OUT/warm_start``, reused only when its stamp, the
+   settings that build it plus the package versions and the library's code
+   version, is the one this run would write; ``run_demo(..., cache=False)`` rebuilds it);
 3. success of the warm-started agents on held-out episodes (temperature 1);
 4. M-GRPO: one policy and one optimiser per role, a few steps, ``OUT/mgrpo/metrics.jsonl``;
 5. success of the trained agents on the same held-out episodes.
 
-The last line printed is one JSON object with both success rates, their 95% Wilson
-intervals and the settings.
+Every held-out figure comes from :func:`mgrpo_algos.evaluate.evaluate`. The last
+line printed is one JSON object with both success rates, their 95% Wilson
+intervals, the settings and the provenance (package versions, code version).
 """
 
 from __future__ import annotations
@@ -23,14 +26,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 import mgrpo_envs
+from mgrpo_algos.evaluate import EvalResult, eval_seeds, evaluate
 from mgrpo_algos.metrics import format_rate, machine, wilson_interval
+from mgrpo_algos.provenance import cache_stamp, provenance
 from mgrpo_envs.testing import play_episode, random_tool_action
 
-EVAL_SEED0 = 1_000_000
-"""Held-out env seeds: the demonstrations use 0.., training draws seeds at random."""
+STAMP_FILE = "stamp.json"
+"""The file next to a cached model that holds the ``cache_stamp`` it was built under."""
 
 
 @dataclass(frozen=True)
@@ -54,62 +58,118 @@ class DemoSettings:
     eval_episodes: int = 100
     seed: int = 0
 
+    def warm_start_recipe(self) -> dict[str, Any]:
+        """The settings the warm start is built from (what its cache is keyed by)."""
+        keys = ("env", "difficulty", "size", "seed")
+        return {k: v for k, v in asdict(self).items() if k in keys or k.startswith("sft_")}
 
-def success(env_fn, policies: dict, episodes: int, seed: int) -> dict[str, Any]:
-    """Success of ``policies`` on the held-out episodes, sampled at temperature 1."""
-    from mgrpo_algos.rollout import RolloutConfig, RolloutEngine
 
-    engine = RolloutEngine(env_fn, policies, RolloutConfig(max_new_tokens=40, temperature=1.0))
-    res = engine.collect(
-        list(range(EVAL_SEED0, EVAL_SEED0 + episodes)),
-        group_size=1,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    wins = sum(e.correct for e in res.episodes)
-    return {
-        "success_rate": wins / episodes,
-        "ci95": list(wilson_interval(wins, episodes)),
-        "text": format_rate(wins, episodes),
-    }
+# --------------------------------------------------------------------------- caches
+def stamp_difference(cached: dict[str, Any] | None, wanted: dict[str, Any]) -> str | None:
+    """Why a cache stamped ``cached`` is not one built under ``wanted`` (None: it is).
+
+    Returns:
+        ``"now != cached: transformers 5.24.0 != 5.17.0, code 1a2b3c4d5e6f != ..."``
+        naming each recipe setting, package version and the code version that
+        differ; ``"no stamp"`` when there is no stored stamp.
+    """
+    wanted = json.loads(json.dumps(wanted))  # tuples as lists, as they are stored
+    if cached is None:
+        return "no stamp"
+    if cached == wanted:
+        return None
+    diffs = []
+    for section in ("recipe", "versions"):
+        old, new = cached.get(section), wanted.get(section)
+        if isinstance(old, dict) and isinstance(new, dict):
+            diffs += [
+                f"{k} {new.get(k)} != {old.get(k)}"
+                for k in sorted(set(old) | set(new))
+                if old.get(k) != new.get(k)
+            ]
+        elif old != new:
+            diffs.append(f"{section} {new} != {old}")
+    if cached.get("code") != wanted.get("code"):
+        diffs.append(f"code {wanted.get('code')} != {cached.get('code')}")
+    return "now != cached: " + ", ".join(diffs or ["stamp layout"])
+
+
+def read_stamp(path: Path) -> dict[str, Any] | None:
+    """The stamp stored with the cache in ``path`` (None when there is none)."""
+    stamp_file = Path(path) / STAMP_FILE
+    return json.loads(stamp_file.read_text()) if stamp_file.is_file() else None
+
+
+def cache_usable(path: Path, stamp: dict[str, Any], *, cache: bool = True, what: str) -> bool:
+    """Whether the cache in ``path`` was built under ``stamp``; prints which and why.
+
+    Args:
+        path: The cache's directory (its stamp is ``path / STAMP_FILE``).
+        stamp: ``cache_stamp(recipe)`` of the cache this run needs.
+        cache: False rebuilds whatever is there.
+        what: Names the cache in the printed line.
+    """
+    reason = stamp_difference(read_stamp(path), stamp) if cache else "the cache is turned off"
+    if reason is None:
+        print(f"using the cached {what} in {path} (same recipe, versions and code)")
+        return True
+    print(f"building the {what} in {path} ({reason})")
+    return False
+
+
+def write_stamp(path: Path, stamp: dict[str, Any]) -> None:
+    """Stores ``stamp`` with the cache in ``path`` (after the cache itself is complete)."""
+    (Path(path) / STAMP_FILE).write_text(json.dumps(stamp, indent=2, sort_keys=True))
+
+
+# --------------------------------------------------------------------------- stages
+def _rate(result: EvalResult) -> dict[str, Any]:
+    return {**result.to_dict(), "text": result.text}
 
 
 def reference_rates(s: DemoSettings) -> dict[str, Any]:
     """The scripted expert and a random tool-caller on the held-out episodes."""
-    env = mgrpo_envs.make(s.env, difficulty=s.difficulty)
+
+    def env_fn():
+        return mgrpo_envs.make(s.env, difficulty=s.difficulty)
+
+    roles = env_fn().possible_agents
+    expert = evaluate(env_fn, {}, s.eval_episodes, scripted=roles)
+    env = env_fn()
     rng = np.random.default_rng(s.seed)
-    players = {
-        "expert": lambda e: e.unwrapped.oracle_action(),
-        "random": lambda e: random_tool_action(e, rng),
+    wins = 0
+    for seed in eval_seeds(s.eval_episodes):
+        final = play_episode(env, lambda e: random_tool_action(e, rng), seed)["final"]
+        wins += bool(final["main"]["outcome"]["correct"])
+    random = {
+        "success_rate": wins / s.eval_episodes,
+        "ci95": list(wilson_interval(wins, s.eval_episodes)),
+        "successes": wins,
+        "n": s.eval_episodes,
+        "text": format_rate(wins, s.eval_episodes),
     }
-    out = {}
-    for name, player in players.items():
-        wins = sum(
-            bool(play_episode(env, player, EVAL_SEED0 + i)["final"]["main"]["outcome"]["correct"])
-            for i in range(s.eval_episodes)
-        )
-        out[name] = {
-            "success_rate": wins / s.eval_episodes,
-            "ci95": list(wilson_interval(wins, s.eval_episodes)),
-            "text": format_rate(wins, s.eval_episodes),
-        }
-    return out
+    return {"expert": _rate(expert), "random": random}
 
 
-def warm_start_dir(s: DemoSettings, out: Path, env_fn) -> Path:
-    """Per-role SFT models in ``out/warm_start`` (trained unless cached with these settings).
+def warm_start_dir(s: DemoSettings, out: Path, env_fn, *, cache: bool = True) -> Path:
+    """Per-role SFT models in ``out/warm_start``, trained unless cached under the same stamp.
 
     With ``sft_shared`` one model is trained on every role's demonstrations and saved
     once per role, so M-GRPO still trains a separate model per role from there.
+
+    Args:
+        s: The demo's settings (``s.warm_start_recipe()`` builds the warm start).
+        out: The demo's directory.
+        env_fn: Builds the env.
+        cache: False retrains even when the cache's stamp matches.
     """
     from mgrpo_algos.sft import SFTConfig, tiny_policies, warm_start
 
     path = out / "warm_start"
-    keys = ("env", "difficulty", "size", "seed")
-    stamp = {k: v for k, v in asdict(s).items() if k in keys or k.startswith("sft_")}
-    stamp_file = path / "settings.json"
-    if stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp:
-        print(f"using the cached warm start in {path}")
+    stamp = cache_stamp(s.warm_start_recipe())
+    if cache_usable(path, stamp, cache=cache, what="warm start"):
         return path
+    shutil.rmtree(path, ignore_errors=True)  # no stale stamp survives a failed rebuild
     policies = tiny_policies(env_fn(), size=s.size, seed=s.seed, shared=s.sft_shared)
     config = SFTConfig(
         episodes=s.sft_episodes,
@@ -125,12 +185,20 @@ def warm_start_dir(s: DemoSettings, out: Path, env_fn) -> Path:
     print(f"SFT on {s.sft_episodes} expert episodes: {time.perf_counter() - t0:.0f} s")
     for role, policy in policies.items():
         policy.save(path / role)
-    stamp_file.write_text(json.dumps(stamp, indent=2))
+    write_stamp(path, stamp)
     return path
 
 
-def run_demo(s: DemoSettings, out: str | Path = "runs/demo") -> dict[str, Any]:
-    """Runs the five stages; returns the summary that is printed as JSON."""
+def run_demo(
+    s: DemoSettings, out: str | Path = "runs/demo", *, cache: bool = True
+) -> dict[str, Any]:
+    """Runs the five stages; returns the summary that is printed as JSON.
+
+    Args:
+        s: What to train and measure.
+        out: Holds the warm start cache and the run's files.
+        cache: False rebuilds the warm start even when the cached one matches.
+    """
     from mgrpo_algos.mgrpo import MGRPOConfig, MGRPOTrainer
 
     out = Path(out)
@@ -143,7 +211,7 @@ def run_demo(s: DemoSettings, out: str | Path = "runs/demo") -> dict[str, Any]:
     print(f"[1/5] {s.env} ({s.difficulty}), {s.eval_episodes} held-out episodes")
     print(f"      expert {refs['expert']['text']}   random {refs['random']['text']}")
     print(f"[2/5] warm start: tiny-{s.size}, SFT on every role's expert demonstrations")
-    warm = warm_start_dir(s, out, env_fn)
+    warm = warm_start_dir(s, out, env_fn, cache=cache)
     config = MGRPOConfig(
         env=s.env,
         env_kwargs={"difficulty": s.difficulty},
@@ -160,11 +228,11 @@ def run_demo(s: DemoSettings, out: str | Path = "runs/demo") -> dict[str, Any]:
     if run_dir.exists():  # the demo's own scratch run: replaced each time
         shutil.rmtree(run_dir)
     trainer = MGRPOTrainer(config, out_dir=run_dir)
-    before = success(env_fn, trainer.policies, s.eval_episodes, s.seed)
+    before = _rate(evaluate(env_fn, trainer.policies, s.eval_episodes))
     print(f"[3/5] warm start      success {before['text']}")
     print(f"[4/5] M-GRPO: {s.steps} steps x {s.queries} queries x {s.group_size} rollouts")
     trainer.train(progress=True)
-    after = success(env_fn, trainer.policies, s.eval_episodes, s.seed)
+    after = _rate(evaluate(env_fn, trainer.policies, s.eval_episodes))
     print(f"[5/5] after M-GRPO    success {after['text']}")
     print(f"metrics: {run_dir / 'metrics.jsonl'}   checkpoint: {trainer.save_checkpoint()}")
     return {
@@ -177,4 +245,5 @@ def run_demo(s: DemoSettings, out: str | Path = "runs/demo") -> dict[str, Any]:
         "metrics": str(run_dir / "metrics.jsonl"),
         "seconds": time.perf_counter() - t0,
         "machine": machine(),
+        "provenance": provenance(),
     }

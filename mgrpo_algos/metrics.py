@@ -7,6 +7,7 @@ import math
 import os
 import platform
 import statistics
+import warnings
 from typing import Any
 
 
@@ -54,6 +55,9 @@ def machine() -> dict[str, Any]:
         info["torch_threads"] = torch.get_num_threads()
     except ImportError:
         pass
+    from mgrpo_algos.provenance import provenance
+
+    info.update(provenance())
     return info
 
 
@@ -90,7 +94,10 @@ class MetricsWriter:
             pass
 
     def write(self, metrics: dict[str, Any]) -> None:
-        """Appends one step's metrics; steps must increase through the file.
+        """Appends one step's metrics as strict JSON; steps must increase through the file.
+
+        A NaN or infinite value is written as ``null`` and counted in the line's
+        ``metrics/nonfinite`` (so the file stays valid JSON for every reader).
 
         Raises:
             ValueError: If ``metrics`` has no ``step``, or the file already holds this
@@ -106,22 +113,59 @@ class MetricsWriter:
                 f"{self.path} already holds step {self._last_step} of another run; "
                 "resume that run (--resume) or write to a new directory"
             )
+        line, nonfinite = strict_json(metrics)
+        line["metrics/nonfinite"] = nonfinite
         self._last_step = metrics["step"]
         with self.path.open("a") as f:
-            f.write(json.dumps(metrics, sort_keys=True) + "\n")
+            f.write(json.dumps(line, sort_keys=True, allow_nan=False) + "\n")
         if self._tb is not None:
-            for key, value in metrics.items():
+            for key, value in line.items():
                 if isinstance(value, (int, float)) and key != "step":
                     self._tb.add_scalar(key, value, metrics["step"])
             self._tb.flush()
 
     def read(self) -> list[dict[str, Any]]:
+        """The lines written so far; a torn last line (a killed run) is skipped with a warning.
+
+        Raises:
+            ValueError: A line other than the last is not JSON (naming the file and line).
+        """
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line]
+        lines = [line for line in self.path.read_text().splitlines() if line.strip()]
+        out = []
+        for i, line in enumerate(lines):
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                if i == len(lines) - 1:
+                    warnings.warn(
+                        f"{self.path}: skipping its torn last line {i + 1} ({err.msg}); "
+                        "the run stopped while writing it",
+                        stacklevel=2,
+                    )
+                    break
+                raise ValueError(
+                    f"{self.path} line {i + 1} is not JSON ({err.msg}): fix or delete that "
+                    "line, or start a new run directory"
+                ) from err
+        return out
 
     def truncate(self, step: int) -> None:
-        """Drops lines after ``step`` (a resumed run rewrites them)."""
+        """Drops lines after ``step`` (a resumed run rewrites them), and a torn last line."""
         kept = [m for m in self.read() if m["step"] <= step]
         self.path.write_text("".join(json.dumps(m, sort_keys=True) + "\n" for m in kept))
         self._last_step = max((m["step"] for m in kept), default=None)
+
+
+def strict_json(metrics: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """``metrics`` with NaN and infinite floats replaced by None, and how many were."""
+    out: dict[str, Any] = {}
+    nonfinite = 0
+    for key, value in metrics.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            out[key] = None
+            nonfinite += 1
+        else:
+            out[key] = value
+    return out, nonfinite

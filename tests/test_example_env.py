@@ -61,7 +61,7 @@ def test_mgrpo_train_and_eval_run_on_the_example(density: str, tmp_path: Path, c
     from mgrpo_algos.cli import main
 
     out = tmp_path / "run"
-    args = ["--queries", "2", "--group-size", "2", "--max-new-tokens", "8", "--seed", "1"]
+    args = ["--queries-per-step", "2", "--group-size", "2", "--max-new-tokens", "8", "--seed", "1"]
     assert (
         main(["train", "--env", SPEC, "--algo", "grpo", "--steps", "2", "--out", str(out), *args])
         == 0
@@ -73,7 +73,7 @@ def test_mgrpo_train_and_eval_run_on_the_example(density: str, tmp_path: Path, c
     capsys.readouterr()
     assert main(["eval", "--env", SPEC, "--ckpt", str(out), "--episodes", "2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["episodes"] == 2
+    assert result["n"] == 2
 
 
 def test_registration_errors_name_what_was_expected(density: str) -> None:

@@ -29,23 +29,19 @@ from mgrpo_algos.functional import (
     ragged,
     truncate,
 )
-from mgrpo_algos.grpo import add_advantages, step_seeds
-from mgrpo_algos.mgrpo import (
-    align_samples,
-    main_reward,
-    score_main,
-    score_sub,
-    sub_reward,
-)
+from mgrpo_algos.learner import add_advantages, format_of, score_main, step_seeds
+from mgrpo_algos.mgrpo import align_samples, score_sub
 from mgrpo_algos.policies import HFPolicy
 from mgrpo_algos.rollout import EpisodeRecord, RolloutConfig, RolloutEngine, RolloutResult
 from mgrpo_algos.sft import expert_script
 from mgrpo_algos.store import RolloutReward
+from mgrpo_envs.core.rewards import RewardWeights, main_reward, sub_reward
 from tests.test_buffer import traj
 
 # short budgets keep random-policy episodes (and their contexts) small
 ENV = {"difficulty": "easy", "main_turns": 3, "sub_turns": 2, "episode_turns": 12}
 SUB = "searcher"
+W = RewardWeights()  # the paper's: (0.1, 0.9) and (0.1, 0.4, 0.5)
 
 
 def small(**kw) -> MGRPOConfig:
@@ -183,36 +179,47 @@ def test_config_survives_its_json_form() -> None:
 
 def test_rewards_by_hand() -> None:
     ok = {"format_ok": True, "r_format": 0.5, "correct": True}
-    assert main_reward(ok, (0.1, 0.9)) == pytest.approx(0.05 + 0.9)
-    assert main_reward({**ok, "correct": False}, (0.1, 0.9)) == pytest.approx(0.05)
-    assert main_reward({**ok, "format_ok": False}, (0.1, 0.9)) == 0.0  # invalid: 0
-    rec = call_record(0, True, 0.5, 1.0)
-    assert sub_reward(rec, 1.0, 1.0, (0.1, 0.4, 0.5)) == pytest.approx(0.05 + 0.4 + 0.5)
-    assert sub_reward(rec, 0.0, 0.0, (0.1, 0.4, 0.5)) == pytest.approx(0.05)
-    assert sub_reward(call_record(0, False), 1.0, 1.0, (0.1, 0.4, 0.5)) == 0.0
+    assert main_reward(True, format_of(ok, "fraction"), 1.0, W) == pytest.approx(0.05 + 0.9)
+    assert main_reward(True, format_of(ok, "fraction"), 0.0, W) == pytest.approx(0.05)
+    assert main_reward(False, format_of(ok, "fraction"), 1.0, W) == 0.0  # invalid: 0
+    # the paper's binary r_format: 1 for a valid final output, whatever came before
+    assert main_reward(True, format_of(ok, "binary"), 1.0, W) == pytest.approx(0.1 + 0.9)
+    counts = {"format_ok": True, "outputs": 4, "valid_outputs": 3}
+    assert format_of(counts, "fraction") == 0.75 and format_of(counts, "binary") == 1.0
+    assert format_of({**counts, "format_ok": False}, "binary") == 0.0
+    assert sub_reward(True, 0.5, 1.0, 1.0, W) == pytest.approx(0.05 + 0.4 + 0.5)
+    assert sub_reward(True, 0.5, 0.0, 0.0, W) == pytest.approx(0.05)
+    assert sub_reward(False, 1.0, 1.0, 1.0, W) == 0.0
 
 
 def test_sub_rewards_read_main_correctness_from_the_store_rows_and_use_the_judge() -> None:
     res = result([episode(0, 0, correct=True, calls=[call_record(0), call_record(1, False)])])
-    main, rows = score_main(res, (0.1, 0.9))
+    main, rows = score_main(res, W, "fraction")
     assert rows == [RolloutReward(0, 0, pytest.approx(1.0), 1.0, 2)]
     assert [t.reward for t in main] == [pytest.approx(1.0)]
-    sub = score_sub(res, rows, (0.1, 0.4, 0.5))
+    sub = score_sub(res, rows, W)
     assert [t.reward for t in sub] == [pytest.approx(1.0), 0.0]
     # the sub side believes the store, not the env: main's correctness comes from the row
     wrong = [rows[0]._replace(correct=0.0)]
-    assert score_sub(res, wrong, (0.1, 0.4, 0.5))[0].reward == pytest.approx(0.6)
+    assert score_sub(res, wrong, W)[0].reward == pytest.approx(0.6)
     seen = []
 
     def judge(subtask, result, context):
         seen.append((subtask, result, context["role"], context["invocation"], context["seed"]))
         return 0.25
 
-    sub = score_sub(res, rows, (0.1, 0.4, 0.5), judge)
+    sub = score_sub(res, rows, W, "fraction", judge)
     assert sub[0].reward == pytest.approx(0.1 + 0.4 + 0.5 * 0.25)
     assert seen == [("fact 0", "x", SUB, 0, 100)]  # never asked about an invalid call
-    with pytest.raises(ValueError, match="the judge must return a finite number, got nan"):
-        score_sub(res, rows, (0.1, 0.4, 0.5), lambda *a: float("nan"))
+
+    def silent_judge(subtask, result, context):
+        return None
+
+    with pytest.raises(TypeError, match=r"the judge .*silent_judge returned None for 'searcher'"):
+        score_sub(res, rows, W, "fraction", silent_judge)
+    # a NaN passes through: the learner counts it and leaves its rollout out
+    nan = score_sub(res, rows, W, "fraction", lambda *a: float("nan"))
+    assert math.isnan(nan[0].reward)
 
 
 def test_scoring_matches_the_env_on_expert_rollouts() -> None:
@@ -222,8 +229,8 @@ def test_scoring_matches_the_env_on_expert_rollouts() -> None:
     policy = HFPolicy.tiny(env_fn(), size="micro")
     scripts = {"main": expert_script, SUB: expert_script}
     res = RolloutEngine(env_fn, {"main": policy, SUB: policy}, scripts=scripts).collect([0, 1], 2)
-    main, rows = score_main(res, (0.1, 0.9))
-    sub = score_sub(res, rows, (0.1, 0.4, 0.5))
+    main, rows = score_main(res, W, "fraction")
+    sub = score_sub(res, rows, W)
     env_rewards = [t.reward for t in res.trajectories]
     assert sub and [t.reward for t in main + sub] == pytest.approx(
         [t.reward for t in res.trajectories if t.agent == "main"]
@@ -231,7 +238,7 @@ def test_scoring_matches_the_env_on_expert_rollouts() -> None:
     )
     assert all(r == pytest.approx(1.0) for r in env_rewards)
     # other weights: the learner's, not the env's
-    sub = score_sub(res, rows, (0.0, 0.0, 0.5))
+    sub = score_sub(res, rows, RewardWeights(0.1, 0.9, 0.0, 0.0, 0.5))
     assert all(t.reward == pytest.approx(0.5) for t in sub)
 
 
@@ -341,7 +348,7 @@ def test_main_advantages_are_z_scores_over_the_k_rollouts_by_hand() -> None:
         episode(0, 3, correct=True),  # 1.0
         *[episode(1, k, correct=True) for k in range(4)],  # all 1.0: zero std
     ]
-    main = trainer.main_side(result(eps))
+    main, _ = trainer.main_side(result(eps))
     # q0: mean 0.525, population std sqrt(((.475^2)*2 + .425^2 + .525^2) / 4) = 0.47631
     assert [t.advantage for t in main] == pytest.approx(
         [0.99725, -0.89228, -1.10222, 0.99725, 0.0, 0.0, 0.0, 0.0], abs=1e-4
@@ -401,7 +408,7 @@ def test_group_keys_must_match_the_trajectories() -> None:
 def test_equal_rewards_give_zero_advantages_never_nan() -> None:
     trainer = MGRPOTrainer(small(group_size=2, align_d=2))
     res = result([episode(0, k, calls=[call_record(0), call_record(1)]) for k in range(2)])
-    main = trainer.main_side(res)
+    main, _ = trainer.main_side(res)
     sub = trainer.sub_side(res)
     assert [t.advantage for t in main + sub.samples] == [0.0] * 6
     assert sub.metrics[f"groups/all_equal/{SUB}"] == 1
@@ -448,7 +455,7 @@ def test_dropped_samples_leave_no_gradient() -> None:
 def test_with_separate_policies_main_loss_leaves_sub_agent_grads_empty() -> None:
     trainer = fake_trainer()
     res = trainer.engine.collect([1, 2], 3)
-    main = trainer.main_side(res)
+    main, _ = trainer.main_side(res)
     trainer.backward("main", [t.replace(advantage=1.0 - 2 * (i % 2)) for i, t in enumerate(main)])
     assert all(g is None for g in grads(trainer.policies[SUB]))
     assert any(g is not None and g.abs().sum() > 0 for g in grads(trainer.policies["main"]))
@@ -469,7 +476,6 @@ def test_a_step_trains_every_agent_and_logs_the_public_keys() -> None:
         "loss/main",
         "loss/sub",
         f"loss/{SUB}",
-        "tokens_per_s",
         "perf/tokens_per_s",
         "dk/mean",
         "dk/max",
@@ -478,12 +484,13 @@ def test_a_step_trains_every_agent_and_logs_the_public_keys() -> None:
         f"align/samples/{SUB}",
         "groups/all_equal/main",
         f"groups/all_equal/{SUB}",
-        "grad_norm/main",
-        f"grad_norm/{SUB}",
+        "optim/grad_norm/main",
+        f"optim/grad_norm/{SUB}",
         f"entropy/{SUB}",
     ):
         assert m[key] is not None and math.isfinite(float(m[key])), key
-    assert m["step"] == 1 and m["skipped"] == 0 and m["loss/sub"] == m[f"loss/{SUB}"]
+    assert m["step"] == 1 and m["optim/skipped"] == 0 and m["loss/sub"] == m[f"loss/{SUB}"]
+    assert "tokens_per_s" not in m and m["reward/nonfinite"] == 0
     # d was estimated from this first batch; every rollout with calls gave exactly d samples
     d, zero = m[f"align/d/{SUB}"], m[f"align/zero_rollouts/{SUB}"]
     assert m[f"align/samples/{SUB}"] == d * (6 - zero) and zero == m["dk/zero_rollouts"]
@@ -496,7 +503,7 @@ def test_a_non_finite_sub_agent_loss_skips_that_agent_only(monkeypatch) -> None:
     monkeypatch.setattr(sub, "logprobs", lambda ids, mask: real(ids, mask) * float("nan"))
     before = {r: params(p) for r, p in trainer.policies.items()}
     m = trainer.train_step()
-    assert m["skipped"] == 1 and trainer.schedulers[SUB].last_epoch == 0
+    assert m["optim/skipped"] == 1 and trainer.schedulers[SUB].last_epoch == 0
     assert same(before[SUB], params(sub))
     assert not same(before["main"], params(trainer.policies["main"]))
 
@@ -530,7 +537,7 @@ def test_shared_updates_one_parameter_set_from_every_roles_samples(monkeypatch) 
     assert not same(before, params(trainer.policies["main"]))
     # the one gradient is the sum of the roles' gradients
     res = trainer.engine.collect([3, 4], 3)
-    main, sub = trainer.main_side(res), trainer.sub_side(res).samples
+    main, sub = trainer.main_side(res)[0], trainer.sub_side(res).samples
     assert main and sub
     model = trainer.policies["main"].model
 
@@ -571,7 +578,7 @@ def test_unsynchronised_alignment_trains_sub_agents_one_step_late(monkeypatch) -
 
 def strip(rows):
     return [
-        {k: v for k, v in m.items() if not k.startswith(("perf/", "tokens_per_s"))} for m in rows
+        {k: v for k, v in m.items() if not k.startswith("perf/")} for m in rows
     ]
 
 
@@ -629,7 +636,7 @@ def test_warm_start_from_per_role_directories(tmp_path) -> None:
 def test_policies_must_match_the_algorithm() -> None:
     env = mgrpo_envs.make("research_v0", **ENV)
     one = HFPolicy.tiny(env, size="micro")
-    with pytest.raises(ValueError, match="needs a separate policy object per role"):
+    with pytest.raises(ValueError, match="each trained model .* needs its own policy object"):
         MGRPOTrainer(small(), policies={"main": one, SUB: one})
     with pytest.raises(ValueError, match=r"no policy for role\(s\) \['searcher'\]"):
         MGRPOTrainer(small(), policies={"main": one})
@@ -641,7 +648,7 @@ def test_policies_must_match_the_algorithm() -> None:
 def test_a_real_step_through_the_sqlite_store(tmp_path) -> None:
     trainer = MGRPOTrainer(small(store_path=str(tmp_path / "store.db")))
     m = trainer.train_step()
-    assert m["step"] == 1 and m["skipped"] == 0 and math.isfinite(m["loss/main"])
+    assert m["step"] == 1 and m["optim/skipped"] == 0 and math.isfinite(m["loss/main"])
     assert len(trainer.store.get_rewards(0)) == 6 and m["episodes"] == 6
 
 
@@ -656,29 +663,21 @@ def test_real_sub_agent_calls_flow_through_scoring_alignment_and_the_loss() -> N
     )
     m = trainer.train_step()
     assert m["dk/mean"] > 0 and m[f"align/samples/{SUB}"] == 2 * (6 - m["dk/zero_rollouts"])
-    assert math.isfinite(m[f"loss/{SUB}"]) and m["skipped"] == 0
+    assert math.isfinite(m[f"loss/{SUB}"]) and m["optim/skipped"] == 0
 
 
-def test_cli_trains_resumes_and_evaluates_an_mgrpo_run(tmp_path, capsys) -> None:
-    from mgrpo_algos.cli import main
+def test_a_judge_returning_nan_drops_that_rollout_and_the_rest_trains() -> None:
+    calls = []
 
-    out = tmp_path / "run"
-    args = ["--steps", "2", "--queries", "2", "--group-size", "2", "--max-new-tokens", "6"]
-    env = ["--env-arg", "main_turns=2", "--env-arg", "episode_turns=4"]
-    assert main(["train", "--algo", "mgrpo", "--out", str(out), *args, *env]) == 0
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2]
-    for key in ("success_rate", "reward/main/mean", "reward/sub/mean", "loss/main", "loss/sub"):
-        assert key in rows[0]
-    assert (out / "ckpt-000002" / "policies" / SUB).is_dir()
-    assert main(["train", "--resume", str(out)]) == 0  # nothing left: the run is complete
-    capsys.readouterr()
-    assert main(["eval", "--ckpt", str(out), "--episodes", "2", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["episodes"] == 2 and 0.0 <= result["success_rate"] <= 1.0
-    shared = tmp_path / "shared"
-    assert main(["train", "--algo", "shared", "--out", str(shared), *args, *env]) == 0
-    assert json.loads((shared / "ckpt-000002" / "policies" / "roles.json").read_text()) == {
-        "main": "shared",
-        SUB: "shared",
-    }
+    def judge(subtask, result, context):  # NaN for the first call it sees
+        calls.append(context["invocation"])
+        return float("nan") if len(calls) == 1 else 1.0
+
+    trainer = fake_trainer()
+    trainer.judge = judge
+    before = {r: params(p) for r, p in trainer.policies.items()}
+    m = trainer.train_step()
+    assert m["reward/nonfinite"] == 1 and m["optim/skipped"] == 0
+    assert math.isfinite(m["loss/main"]) and math.isfinite(m[f"loss/{SUB}"])
+    for role in ("main", SUB):
+        assert not same(before[role], params(trainer.policies[role])), role

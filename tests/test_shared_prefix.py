@@ -9,10 +9,13 @@ import pytest
 import torch
 
 from mgrpo_algos.buffer import Trajectory, collate
-from mgrpo_algos.grpo import GRPOConfig, GRPOTrainer, backward_loss, group_minibatches
+from mgrpo_algos.grpo import GRPOConfig, GRPOTrainer
+from mgrpo_algos.learner import backward_loss, group_minibatches
+from mgrpo_algos.mgrpo import MGRPOConfig, MGRPOTrainer
 from mgrpo_algos.policies import HFPolicy
 from mgrpo_algos.policies.prefix import PrefixGroups, prefix_groups, shared_prefix_pays
 from tests.test_buffer import traj
+from tests.test_grpo import reward_outcomes
 
 WORDS = ["alpha", "beta", "gamma", "delta", "omega", "kappa"]
 ENV = {"difficulty": "easy", "main_turns": 3, "sub_turns": 2, "episode_turns": 12}
@@ -181,7 +184,8 @@ def test_group_minibatches_keep_groups_whole_within_the_budget() -> None:
     assert [len(c) for c in group_minibatches(ts[:3], max_tokens=10)] == [2, 1]
 
 
-def small(**kw) -> GRPOConfig:
+def small(shared: bool = False, **kw) -> GRPOConfig | MGRPOConfig:
+    """A GRPO config, or (``shared``) M-GRPO's one model playing every role."""
     base = dict(
         steps=1,
         queries_per_step=2,
@@ -190,19 +194,15 @@ def small(**kw) -> GRPOConfig:
         env_kwargs=ENV,
         lr=1e-3,
     )
+    if shared:
+        return MGRPOConfig(**{**base, "algo": "shared", **kw})
     return GRPOConfig(**{**base, **kw})
 
 
-def rewarded(trainer: GRPOTrainer, monkeypatch) -> GRPOTrainer:
-    """Rewards that vary within every group, so the step moves the weights."""
-    real = trainer.engine.collect
-
-    def collect(*a, **kw):
-        res = real(*a, **kw)
-        res.trajectories = [t.replace(reward=float(i % 2)) for i, t in enumerate(res.trajectories)]
-        return res
-
-    monkeypatch.setattr(trainer.engine, "collect", collect)
+def rewarded(cfg: GRPOConfig | MGRPOConfig, monkeypatch) -> GRPOTrainer | MGRPOTrainer:
+    """A learner whose rewards vary within every group, so the step moves the weights."""
+    trainer = GRPOTrainer(cfg) if isinstance(cfg, GRPOConfig) else MGRPOTrainer(cfg)
+    reward_outcomes(trainer, monkeypatch, lambda ep: ep.rollout_id % 2 == 1)
     return trainer
 
 
@@ -214,30 +214,33 @@ def one_step(cfg: GRPOConfig, monkeypatch) -> dict:
     share of ``lr``, while SGD moves each weight by its gradient, so equal weights
     after the step mean equal gradients.
     """
-    trainer = rewarded(GRPOTrainer(cfg), monkeypatch)
-    trainer.optimizer = torch.optim.SGD(trainer.params, lr=1.0)
-    trainer.scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, lambda step: 1.0)
+    trainer = rewarded(cfg, monkeypatch)
+    (name,) = trainer.optimizers
+    params = trainer.params[name]
+    optimizer = trainer.optimizers[name] = torch.optim.SGD(params, lr=1.0)
+    trainer.schedulers[name] = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     out: dict = {"calls": 0, "grads": []}
-    real = trainer.policy.logprobs_shared_prefix
+    policy = trainer.policies["main"]
+    real = policy.logprobs_shared_prefix
 
     def counted(*args):
         out["calls"] += 1
         return real(*args)
 
     def keep_grads(optimizer, args, kwargs):
-        out["grads"] = [p.grad.clone() for p in trainer.params]
+        out["grads"] = [p.grad.clone() for p in params]
 
-    monkeypatch.setattr(trainer.policy, "logprobs_shared_prefix", counted)
-    trainer.optimizer.register_step_pre_hook(keep_grads)
-    out["before"] = [p.detach().clone() for p in trainer.params]
+    monkeypatch.setattr(policy, "logprobs_shared_prefix", counted)
+    optimizer.register_step_pre_hook(keep_grads)
+    out["before"] = [p.detach().clone() for p in params]
     out["metrics"] = trainer.train_step()
-    out["after"] = [p.detach().clone() for p in trainer.params]
+    out["after"] = [p.detach().clone() for p in params]
     return out
 
 
-@pytest.mark.parametrize("view,loss_type", [("single", "grpo"), ("shared", "dapo")])
-def test_the_learner_option_gives_the_same_step(monkeypatch, view, loss_type) -> None:
-    cfg = small(view=view, loss_type=loss_type)
+@pytest.mark.parametrize("shared,loss_type", [(False, "grpo"), (True, "dapo")])
+def test_the_learner_option_gives_the_same_step(monkeypatch, shared, loss_type) -> None:
+    cfg = small(shared, loss_type=loss_type)
     off = one_step(dataclasses.replace(cfg, shared_prefix=False), monkeypatch)
     on = one_step(cfg, monkeypatch)
     assert off["calls"] == 0 and on["calls"] > 0
@@ -285,7 +288,7 @@ def test_a_non_finite_shared_prefix_loss_skips_the_step(monkeypatch) -> None:
     )
     before = [p.detach().clone() for p in trainer.policy.parameters()]
     m = trainer.train_step()
-    assert m["skipped"] == 1
+    assert m["optim/skipped"] == 1
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.policy.parameters(), strict=True))
 
 

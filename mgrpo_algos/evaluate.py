@@ -1,0 +1,251 @@
+"""The one held-out evaluation: fixed env seeds, fixed sampling, intervals.
+
+Every figure of held-out success in the package (the ``mgrpo`` command, the demo,
+the benchmarks) comes from :func:`evaluate`, so that two numbers measured in two
+places are measured the same way: the same env seeds, the same sampling generator,
+the same interval maths.
+
+Held-out env seeds are the block ``EVAL_SEED0 .. EVAL_SEED0 + EVAL_SEED_SPAN - 1``.
+Demonstrations use seeds from 0 and training draws its own; :func:`training_seed`
+maps any seed out of the held-out block, so that training queries and evaluation
+queries are disjoint by construction rather than by a large enough gap.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from mgrpo_algos.metrics import format_rate, wilson_interval
+from mgrpo_algos.policies.base import Policy
+from mgrpo_algos.rollout import EpisodeRecord, RolloutConfig, RolloutEngine
+from mgrpo_algos.sft import expert_script
+
+EVAL_SEED0: int = 1_000_000
+"""The first held-out env seed."""
+
+EVAL_SEED_SPAN: int = 1_000_000
+"""Held-out env seeds are ``EVAL_SEED0 .. EVAL_SEED0 + EVAL_SEED_SPAN - 1``."""
+
+_Z95 = 1.96  # normal quantile of a two-sided 95% interval
+
+
+def eval_seeds(episodes: int) -> list[int]:
+    """The first ``episodes`` held-out env seeds, in order.
+
+    Raises:
+        ValueError: If ``episodes`` is not an int in ``1 .. EVAL_SEED_SPAN``.
+    """
+    if isinstance(episodes, bool) or not isinstance(episodes, int):
+        raise ValueError(f"episodes must be an int in 1..{EVAL_SEED_SPAN}, got {episodes!r}")
+    if not 1 <= episodes <= EVAL_SEED_SPAN:
+        raise ValueError(f"episodes must be in 1..{EVAL_SEED_SPAN}, got {episodes}")
+    return list(range(EVAL_SEED0, EVAL_SEED0 + episodes))
+
+
+def is_eval_seed(seed: int) -> bool:
+    """Whether ``seed`` lies in the held-out block."""
+    return EVAL_SEED0 <= seed < EVAL_SEED0 + EVAL_SEED_SPAN
+
+
+def training_seed(seed: int) -> int:
+    """``seed`` moved out of the held-out block (``seed + EVAL_SEED_SPAN`` inside it).
+
+    Seeds outside the block are returned unchanged, so training seeds never meet an
+    evaluation seed whatever they are drawn from.
+    """
+    return seed + EVAL_SEED_SPAN if is_eval_seed(seed) else seed
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """What a held-out evaluation measured.
+
+    Two results compare equal when everything but ``seconds`` is equal.
+
+    Attributes:
+        successes: Episodes main answered correctly.
+        n: Episodes played.
+        reward_mean: Mean of main's reward.
+        reward_ci95: Normal 95% interval of ``reward_mean`` (a point when ``n == 1``).
+        sub_calls: Per sub-agent role, ``calls`` (over all episodes) and ``accuracy``
+            (the share of calls whose result was the fact asked for, the env's
+            per-call expert score; 0.0 when the role made no call). Empty for a
+            single-agent env.
+        scripted: Roles played by the env's scripted expert, in the env's order.
+        seconds: Wall time of the evaluation.
+    """
+
+    successes: int
+    n: int
+    reward_mean: float
+    reward_ci95: tuple[float, float]
+    sub_calls: dict[str, dict[str, float]]
+    scripted: tuple[str, ...]
+    seconds: float = field(compare=False)
+
+    @property
+    def success_rate(self) -> float:
+        return self.successes / self.n
+
+    @property
+    def ci95(self) -> tuple[float, float]:
+        """Wilson 95% interval of ``success_rate``."""
+        return wilson_interval(self.successes, self.n)
+
+    @property
+    def text(self) -> str:
+        """``"0.420 [0.352, 0.491] (n=200)"``."""
+        return format_rate(self.successes, self.n)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready plain types."""
+        return {
+            "success_rate": self.success_rate,
+            "ci95": list(self.ci95),
+            "successes": self.successes,
+            "n": self.n,
+            "reward_mean": self.reward_mean,
+            "reward_ci95": list(self.reward_ci95),
+            "sub_calls": {role: dict(stats) for role, stats in self.sub_calls.items()},
+            "scripted": list(self.scripted),
+            "seconds": self.seconds,
+        }
+
+
+def _normal_interval(values: Sequence[float], z: float = _Z95) -> tuple[float, float]:
+    """``mean -/+ z * sd / sqrt(n)`` (sample sd); the mean itself when there is one value.
+
+    Raises:
+        ValueError: If ``values`` is empty.
+    """
+    if len(values) == 0:
+        raise ValueError("values must hold at least one number, got none")
+    x = np.asarray(values, dtype=np.float64)  # (n,)
+    mean = float(x.mean())
+    half = z * float(x.std(ddof=1)) / math.sqrt(len(x)) if len(x) > 1 else 0.0
+    return mean - half, mean + half
+
+
+def sub_call_stats(episodes: Iterable[EpisodeRecord]) -> dict[str, dict[str, float]]:
+    """Per sub-agent role: its ``calls`` over the episodes and their ``accuracy``.
+
+    A sub-agent role is one whose final info carries per-call records (``calls``);
+    ``accuracy`` is the mean of their ``expert`` score (0.0 when there is no call).
+    """
+    calls: dict[str, list[dict]] = {}
+    for episode in episodes:
+        for role, info in episode.infos.items():
+            if "calls" in info:
+                calls.setdefault(role, []).extend(info["calls"])
+    return {
+        role: {
+            "calls": len(records),
+            "accuracy": float(np.mean([r["expert"] for r in records])) if records else 0.0,
+        }
+        for role, records in calls.items()
+    }
+
+
+class _ScriptedRole:
+    """Stands in for the model of a scripted role.
+
+    The rollout engine records every call as tokens; evaluation never reads a
+    scripted role's tokens, so it needs no tokenizer (or model) for it.
+    """
+
+    eos_id = 0
+    max_positions = 2**62
+
+    def encode(self, text: str) -> list[int]:
+        return []
+
+    def encode_chat(self, messages: Any, add_generation_prompt: bool = False) -> list[int]:
+        return []
+
+    def encode_message(self, message: Any) -> list[int]:
+        return []
+
+
+def _check_roles(
+    roles: list[str], policies: Mapping[str, Policy], scripted: Sequence[str]
+) -> tuple[str, ...]:
+    """The scripted roles in the env's order, after checking both role arguments."""
+    if isinstance(scripted, str):
+        raise ValueError(f"scripted must be a sequence of roles, got the string {scripted!r}")
+    unknown = [r for r in scripted if r not in roles]
+    if unknown:
+        raise ValueError(
+            f"scripted roles must be agents of the env {roles}, got {list(scripted)} "
+            f"({unknown} not among them)"
+        )
+    missing = [r for r in roles if r not in scripted and r not in policies]
+    if missing:
+        raise ValueError(
+            f"no policy for role(s) {missing}: expected a policy for every role not "
+            f"scripted ({[r for r in roles if r not in scripted]}), got {sorted(policies)}"
+        )
+    return tuple(r for r in roles if r in scripted)
+
+
+def evaluate(
+    env_fn: Callable[[], Any],
+    policies: Mapping[str, Policy],
+    episodes: int,
+    *,
+    max_new_tokens: int = 40,
+    temperature: float = 1.0,
+    sampling_seed: int = 0,
+    scripted: Sequence[str] = (),
+) -> EvalResult:
+    """Plays the first ``episodes`` held-out episodes once each and reports success.
+
+    Sampling is seeded by ``torch.Generator().manual_seed(sampling_seed)``, so the
+    same call gives the same result.
+
+    Args:
+        env_fn: Builds a fresh env (AEC, or a single-agent view wrapped for the engine).
+        policies: Role -> policy for every role not in ``scripted`` (roles may share one).
+        episodes: Held-out episodes to play (``1 .. EVAL_SEED_SPAN``).
+        max_new_tokens: Tokens one agent turn may generate.
+        temperature: Sampling temperature (> 0).
+        sampling_seed: Seeds the sampling generator.
+        scripted: Roles played by the env's scripted expert instead of a policy.
+
+    Returns:
+        The successes, main's reward with its interval and the sub-agents' calls.
+
+    Raises:
+        ValueError: If ``episodes`` is out of range, a scripted role is not an agent
+            of the env, or a role that is not scripted has no policy.
+    """
+    t0 = time.perf_counter()
+    seeds = eval_seeds(episodes)
+    roles = list(env_fn().possible_agents)
+    scripted_roles = _check_roles(roles, policies, scripted)
+    engine = RolloutEngine(
+        env_fn,
+        {r: _ScriptedRole() if r in scripted_roles else policies[r] for r in roles},
+        RolloutConfig(max_new_tokens=max_new_tokens, temperature=temperature),
+        scripts={r: expert_script for r in scripted_roles},
+    )
+    with torch.no_grad():
+        res = engine.collect(
+            seeds, group_size=1, generator=torch.Generator().manual_seed(sampling_seed)
+        )
+    rewards = [e.reward for e in res.episodes]
+    return EvalResult(
+        successes=sum(e.correct for e in res.episodes),
+        n=len(res.episodes),
+        reward_mean=float(np.mean(rewards)),
+        reward_ci95=_normal_interval(rewards),
+        sub_calls=sub_call_stats(res.episodes),
+        scripted=scripted_roles,
+        seconds=time.perf_counter() - t0,
+    )
