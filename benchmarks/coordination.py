@@ -66,16 +66,17 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from mgrpo_algos.alignment import subtask_key
 from mgrpo_algos.demo import cache_usable, read_stamp, stamp_difference, write_stamp
 from mgrpo_algos.evaluate import eval_seeds, evaluate
 from mgrpo_algos.grpo import GRPOConfig, GRPOTrainer
 from mgrpo_algos.learner import Learner, make_env_fn, reward_weights, score_main
 from mgrpo_algos.metrics import emit, format_rate, wilson_interval
-from mgrpo_algos.mgrpo import MGRPOConfig, MGRPOTrainer, score_sub, subtask_key
+from mgrpo_algos.mgrpo import MGRPOConfig, MGRPOTrainer, score_sub
 from mgrpo_algos.policies import HFPolicy
 from mgrpo_algos.provenance import cache_stamp, provenance
 from mgrpo_algos.rollout import RolloutConfig, RolloutEngine
-from mgrpo_algos.sft import SFTConfig, tiny_policies, warm_start
+from mgrpo_algos.sft import SFTConfig, recipe, tiny_policies, warm_start
 
 ENV = "research_v0"
 SIGNAL_SAMPLING_SEED = 0  # the learning-signal probe's generator (evaluate's default seed)
@@ -96,10 +97,8 @@ class Settings:
         size: Tiny model size of every warm start.
         sft_episodes: Expert episodes each warm start is trained on.
         sft_epochs: Passes over them.
-        sft_lr: SFT learning rate.
-        sft_batch_tokens: Padded tokens per SFT step.
-        sft_context_weight: Weight of SFT's language-modelling loss on context tokens.
-        sft_copy_steps: Steps of synthetic copying before the demonstrations.
+        sft_copy_steps: Steps of synthetic copying before the demonstrations (the
+            rest of the SFT recipe is ``mgrpo_algos.sft.RECIPE``).
         sft_shared: Train the ``multi`` warm start as one model on every role's
             demonstrations and give each role its own copy of it (else one model
             per role, each on its own role's demonstrations).
@@ -124,9 +123,6 @@ class Settings:
     size: str = "small"
     sft_episodes: int = 2000
     sft_epochs: int = 3
-    sft_lr: float = 1e-3
-    sft_batch_tokens: int = 2048
-    sft_context_weight: float = 1.0
     sft_copy_steps: int = 400
     sft_shared: bool = True
     steps: int = 30
@@ -167,20 +163,16 @@ class Settings:
         """Environment episodes every arm trains on (the equal budget)."""
         return self.steps * self.queries * self.group
 
+    def sft_config(self) -> SFTConfig:
+        """The warm starts' SFT settings: ``mgrpo_algos.sft.RECIPE`` with these."""
+        return recipe(
+            episodes=self.sft_episodes, epochs=self.sft_epochs, copy_steps=self.sft_copy_steps
+        )
+
     def sft_key(self) -> dict[str, Any]:
         """What a warm start depends on: reused only when this matches."""
-        return {
-            "env": ENV,
-            **self.env_kwargs,
-            "size": self.size,
-            "episodes": self.sft_episodes,
-            "epochs": self.sft_epochs,
-            "lr": self.sft_lr,
-            "max_batch_tokens": self.sft_batch_tokens,
-            "context_weight": self.sft_context_weight,
-            "copy_steps": self.sft_copy_steps,
-            "shared": self.sft_shared,
-        }
+        where = {"env": ENV, **self.env_kwargs, "size": self.size, "shared": self.sft_shared}
+        return {**where, **dataclasses.asdict(self.sft_config())}
 
     def eval_key(self) -> str:
         task = "/".join(f"{k}={v}" for k, v in self.env_kwargs.items() if k != "difficulty")
@@ -371,14 +363,7 @@ def prepare_warm_start(kind: str, s: Settings, directory: str, train: bool, thre
         stamp = cache_stamp(s.sft_key())
         t0, cpu0 = time.perf_counter(), time.process_time()
         policies = fresh_policies(kind, env_fn(), s.size, s.sft_shared)
-        cfg = SFTConfig(
-            episodes=s.sft_episodes,
-            epochs=s.sft_epochs,
-            lr=s.sft_lr,
-            max_batch_tokens=s.sft_batch_tokens,
-            context_weight=s.sft_context_weight,
-            copy_steps=s.sft_copy_steps,
-        )
+        cfg = s.sft_config()
         history = warm_start(env_fn, policies, cfg, progress=False)
         shutil.rmtree(path, ignore_errors=True)
         save_warm_start(kind, policies, path)

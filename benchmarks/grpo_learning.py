@@ -50,7 +50,7 @@ from mgrpo_algos.metrics import emit
 from mgrpo_algos.mgrpo import MGRPOConfig, MGRPOTrainer
 from mgrpo_algos.policies import HFPolicy
 from mgrpo_algos.provenance import cache_stamp, provenance
-from mgrpo_algos.sft import SFTConfig, warm_start
+from mgrpo_algos.sft import SFTConfig, recipe, warm_start
 
 
 def held_out(env_fn, policy: HFPolicy, episodes: int, max_new_tokens: int) -> dict:
@@ -62,12 +62,9 @@ def held_out(env_fn, policy: HFPolicy, episodes: int, max_new_tokens: int) -> di
 
 def warm_start_recipe(args) -> dict:
     """What the warm start of ``train_warm_start`` is built from (its cache key)."""
-    cfg = SFTConfig(  # the recipe of benchmarks/sft_warm_start.py
+    cfg = recipe(  # as benchmarks/sft_warm_start.py trains it
         episodes=20 if args.quick else 2000,
         epochs=1 if args.quick else 3,
-        lr=1e-3,
-        max_batch_tokens=2048,
-        context_weight=1.0,
         copy_steps=20 if args.quick else 400,
     )
     env = {"env": "research_v0", "difficulty": args.difficulty}

@@ -32,7 +32,7 @@ from mgrpo_algos.demo import write_stamp
 from mgrpo_algos.evaluate import evaluate
 from mgrpo_algos.metrics import emit
 from mgrpo_algos.provenance import cache_stamp, provenance
-from mgrpo_algos.sft import SFTConfig, tiny_policies, warm_start
+from mgrpo_algos.sft import RECIPE, SFTConfig, recipe, tiny_policies, warm_start
 
 
 def parse_args() -> argparse.Namespace:
@@ -44,7 +44,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--demos", type=int, default=None, help="expert episodes")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--episodes", type=int, default=None, help="evaluation episodes")
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=RECIPE.lr)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", default=None, help="directory to save the trained policies")
     parser.add_argument(
@@ -59,7 +59,7 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="one model learns every role's demonstrations (the default)",
     )
-    parser.add_argument("--batch-tokens", type=int, default=2048)
+    parser.add_argument("--batch-tokens", type=int, default=RECIPE.max_batch_tokens)
     parser.add_argument(
         "--numbers",
         action="store_true",
@@ -74,7 +74,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--context-weight",
         type=float,
-        default=1.0,
+        default=RECIPE.context_weight,
         help="weight of the language-modelling loss on context tokens (0: actions only)",
     )
     args = parser.parse_args()
@@ -109,7 +109,7 @@ def main() -> None:
     untrained = evaluate(env_fn, policies, min(episodes, 20))
     expert = evaluate(env_fn, {}, episodes, scripted=env_fn().possible_agents)
     t0 = time.perf_counter()
-    cfg = SFTConfig(
+    cfg = recipe(
         episodes=demos_n,
         epochs=epochs,
         lr=args.lr,

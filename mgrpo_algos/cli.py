@@ -23,7 +23,7 @@ import tyro
 import mgrpo_envs
 from mgrpo_algos.grpo import GRPOConfig
 from mgrpo_algos.mgrpo import MGRPOConfig
-from mgrpo_algos.sft import SFTConfig
+from mgrpo_algos.sft import RECIPE, SFTConfig
 from mgrpo_algos.store import StoreError
 
 USAGE = """usage: mgrpo {demo,sft,train,eval} [OPTIONS]
@@ -223,7 +223,7 @@ class SFTArgs(SFTConfig):
     """Warm-start tiny models by SFT on the scripted expert's demonstrations of any env.
 
     Saves one policy per role (OUT/<role>/ and OUT/roles.json), which
-    `mgrpo train --model OUT` starts from. The defaults are the demo's recipe.
+    `mgrpo train --model OUT` starts from. The defaults are mgrpo_algos.sft.RECIPE.
 
     Attributes:
         env: Env id, or FILE.py:ID / MODULE:ID for your own env.
@@ -236,11 +236,11 @@ class SFTArgs(SFTConfig):
         eval_episodes: Held-out episodes to measure the warm start on (0: none).
     """
 
-    episodes: int = 1500
-    lr: float = 1e-3
-    max_batch_tokens: int = 2048
-    context_weight: float = 1.0
-    copy_steps: int = 400
+    episodes: int = RECIPE.episodes
+    lr: float = RECIPE.lr
+    max_batch_tokens: int = RECIPE.max_batch_tokens
+    context_weight: float = RECIPE.context_weight
+    copy_steps: int = RECIPE.copy_steps
     env: str = "research_v0"
     out: str = "runs/sft"
     difficulty: Difficulty = "easy"
@@ -257,7 +257,7 @@ def sft(argv: list[str]) -> int:
     """``mgrpo sft``: demonstrations, SFT, save, and the warm start's held-out success."""
     from mgrpo_algos.evaluate import evaluate
     from mgrpo_algos.learner import check_new_run_dir, save_policies
-    from mgrpo_algos.sft import tiny_policies, warm_start
+    from mgrpo_algos.sft import train_warm_start
 
     args = tyro.cli(SFTArgs, args=argv, prog="mgrpo sft")
     config = SFTConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SFTConfig)})
@@ -272,8 +272,7 @@ def sft(argv: list[str]) -> int:
     if (out / "roles.json").exists():
         raise ValueError(f"{str(out)!r} already holds a warm start; pass a new --out")
     check_new_run_dir(out)
-    policies = tiny_policies(env_fn(), size=args.size, seed=config.seed, shared=args.shared)
-    warm_start(env_fn, policies, config, progress=True)
+    policies, _ = train_warm_start(env_fn, config, size=args.size, shared=args.shared)
     save_policies(policies, {role: role for role in policies}, out)
     summary: dict[str, Any] = {"out": str(out), "env": args.env, "roles": sorted(policies)}
     if args.eval_episodes:

@@ -31,6 +31,7 @@ import mgrpo_envs
 from mgrpo_algos.evaluate import EvalResult, eval_seeds, evaluate
 from mgrpo_algos.metrics import format_rate, machine, wilson_interval
 from mgrpo_algos.provenance import cache_stamp, provenance
+from mgrpo_algos.sft import SFTConfig, recipe
 from mgrpo_envs.testing import play_episode, random_tool_action
 
 STAMP_FILE = "stamp.json"
@@ -44,11 +45,8 @@ class DemoSettings:
     env: str = "research_v0"
     difficulty: str = "easy"
     size: str = "micro"
-    sft_episodes: int = 1500
+    sft_episodes: int = 1500  # the rest of the SFT recipe: mgrpo_algos.sft.RECIPE
     sft_epochs: int = 3
-    sft_lr: float = 1e-3
-    sft_batch_tokens: int = 2048
-    sft_context_weight: float = 1.0
     sft_copy_steps: int = 400
     sft_shared: bool = True  # one model learns every role's demonstrations; each role gets a copy
     steps: int = 6
@@ -58,10 +56,19 @@ class DemoSettings:
     eval_episodes: int = 100
     seed: int = 0
 
+    def sft_config(self) -> SFTConfig:
+        """The warm start's SFT settings: :data:`mgrpo_algos.sft.RECIPE` with the demo's."""
+        return recipe(
+            episodes=self.sft_episodes,
+            epochs=self.sft_epochs,
+            copy_steps=self.sft_copy_steps,
+            seed=self.seed,
+        )
+
     def warm_start_recipe(self) -> dict[str, Any]:
         """The settings the warm start is built from (what its cache is keyed by)."""
-        keys = ("env", "difficulty", "size", "seed")
-        return {k: v for k, v in asdict(self).items() if k in keys or k.startswith("sft_")}
+        keys = ("env", "difficulty", "size", "sft_shared")
+        return {**{k: getattr(self, k) for k in keys}, **asdict(self.sft_config())}
 
 
 # --------------------------------------------------------------------------- caches
@@ -163,25 +170,15 @@ def warm_start_dir(s: DemoSettings, out: Path, env_fn, *, cache: bool = True) ->
         env_fn: Builds the env.
         cache: False retrains even when the cache's stamp matches.
     """
-    from mgrpo_algos.sft import SFTConfig, tiny_policies, warm_start
+    from mgrpo_algos.sft import train_warm_start
 
     path = out / "warm_start"
     stamp = cache_stamp(s.warm_start_recipe())
     if cache_usable(path, stamp, cache=cache, what="warm start"):
         return path
     shutil.rmtree(path, ignore_errors=True)  # no stale stamp survives a failed rebuild
-    policies = tiny_policies(env_fn(), size=s.size, seed=s.seed, shared=s.sft_shared)
-    config = SFTConfig(
-        episodes=s.sft_episodes,
-        epochs=s.sft_epochs,
-        lr=s.sft_lr,
-        max_batch_tokens=s.sft_batch_tokens,
-        context_weight=s.sft_context_weight,
-        copy_steps=s.sft_copy_steps,
-        seed=s.seed,
-    )
     t0 = time.perf_counter()
-    warm_start(env_fn, policies, config, progress=True)
+    policies, _ = train_warm_start(env_fn, s.sft_config(), size=s.size, shared=s.sft_shared)
     print(f"SFT on {s.sft_episodes} expert episodes: {time.perf_counter() - t0:.0f} s")
     for role, policy in policies.items():
         policy.save(path / role)

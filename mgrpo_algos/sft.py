@@ -24,6 +24,7 @@ because most names can be half-guessed from their first word.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -84,6 +85,19 @@ class SFTConfig:
             )
         if self.grad_clip <= 0:
             raise ValueError(f"grad_clip must be > 0, got {self.grad_clip!r}")
+
+
+RECIPE = SFTConfig(
+    episodes=1500, epochs=3, lr=1e-3, max_batch_tokens=2048, context_weight=1.0, copy_steps=400
+)
+"""The warm start of the demo, the benchmarks and ``mgrpo sft``: 400 steps of copying,
+then 3 epochs of the expert's episodes in 2,048-token batches at lr 1e-3, with the
+context's language-modelling loss (figures: docs/results.md)."""
+
+
+def recipe(**changes: Any) -> SFTConfig:
+    """:data:`RECIPE` with ``changes`` (e.g. ``episodes=2000``)."""
+    return dataclasses.replace(RECIPE, **changes)
 
 
 def expert_script(env: Any) -> str:
@@ -263,3 +277,23 @@ def warm_start(
         mine = [t for t in demos if t.agent in roles]
         history["+".join(roles)] = train_sft(policy, mine, config, progress=progress)
     return history
+
+
+def train_warm_start(
+    env_fn: Callable[[], Any],
+    config: SFTConfig,
+    *,
+    size: str = "micro",
+    shared: bool = True,
+    numbers: bool = False,
+    progress: bool = True,
+) -> tuple[dict[str, Policy], dict[str, list[float]]]:
+    """Fresh tiny models (seeded by ``config.seed``) trained by :func:`warm_start`.
+
+    Returns:
+        Role -> policy (one object for every role when ``shared``), and the losses.
+    """
+    env = env_fn()
+    policies = tiny_policies(env, size=size, seed=config.seed, shared=shared, numbers=numbers)
+    history = warm_start(env_fn, policies, config, progress=progress)
+    return policies, history

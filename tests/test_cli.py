@@ -175,3 +175,18 @@ def test_a_plug_in_env_is_recorded_so_eval_needs_no_env_flag(tmp_path) -> None:
     done = cli("eval", "--ckpt", str(out), "--episodes", "2", "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1])["n"] == 2
+
+
+def test_sft_saves_a_warm_start_that_train_starts_from(tmp_path, capsys) -> None:
+    warm = tmp_path / "sft"
+    args = ["--episodes", "4", "--epochs", "1", "--copy-steps", "2", "--eval-episodes", "2"]
+    assert main(["sft", *args, *ENV, "--out", str(warm)]) == 0
+    summary = last_json(capsys)
+    assert summary["roles"] == ["main", "searcher"] and summary["success"]["n"] == 2
+    assert json.loads((warm / "roles.json").read_text()) == {"main": "main", "searcher": "searcher"}
+    with pytest.raises(SystemExit, match="already holds a warm start"):
+        main(["sft", *args, "--out", str(warm)])
+    out = tmp_path / "run"
+    train = ["--algo", "mgrpo", "--model", str(warm), "--steps", "1", "--out", str(out)]
+    assert main(["train", *train, *SMALL, *ENV]) == 0
+    assert (out / "ckpt-000001" / "policies" / "searcher").is_dir()

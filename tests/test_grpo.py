@@ -181,10 +181,7 @@ def test_resume_repeats_an_uninterrupted_run(tmp_path, monkeypatch) -> None:
     resumed.train(progress=False)
 
     def strip(rows):
-        return [
-            {k: v for k, v in m.items() if not k.startswith("perf/")}
-            for m in rows
-        ]
+        return [{k: v for k, v in m.items() if not k.startswith("perf/")} for m in rows]
 
     got, want = strip(resumed.writer.read()), strip(full.writer.read())
     assert [m["step"] for m in got] == [1, 2, 3]

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 import mgrpo_envs
 from mgrpo_algos import MGRPOConfig, MGRPOTrainer
+from mgrpo_algos.alignment import align_samples
 from mgrpo_algos.buffer import Trajectory
 from mgrpo_algos.functional import (
     align_calls,
@@ -30,7 +31,7 @@ from mgrpo_algos.functional import (
     truncate,
 )
 from mgrpo_algos.learner import add_advantages, format_of, score_main, step_seeds
-from mgrpo_algos.mgrpo import align_samples, score_sub
+from mgrpo_algos.mgrpo import score_sub
 from mgrpo_algos.policies import HFPolicy
 from mgrpo_algos.rollout import EpisodeRecord, RolloutConfig, RolloutEngine, RolloutResult
 from mgrpo_algos.sft import expert_script
@@ -577,9 +578,7 @@ def test_unsynchronised_alignment_trains_sub_agents_one_step_late(monkeypatch) -
 
 
 def strip(rows):
-    return [
-        {k: v for k, v in m.items() if not k.startswith("perf/")} for m in rows
-    ]
+    return [{k: v for k, v in m.items() if not k.startswith("perf/")} for m in rows]
 
 
 @pytest.mark.parametrize(
