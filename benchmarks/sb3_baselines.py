@@ -34,11 +34,11 @@ from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 import mgrpo_envs
+from mgrpo_algos.evaluate import EVAL_SEED0, eval_seeds
 from mgrpo_algos.metrics import emit, format_rate, wilson_interval
 from mgrpo_envs.registry import discrete_ids
 from mgrpo_envs.wrappers.discrete import DiscreteToolEnv
 
-EVAL_SEED0 = 1_000_000  # held-out: far from the training seeds (seed .. seed + N_ENVS - 1)
 N_ENVS = 4
 ALGOS = {
     "ppo": lambda env, seed: PPO(
@@ -52,8 +52,8 @@ Chooser = Callable[[DiscreteToolEnv, np.ndarray], int | None]
 def evaluate(env: DiscreteToolEnv, choose: Chooser, episodes: int) -> dict[str, Any]:
     """Success and reward over the held-out seeds; ``choose`` returning None fails the episode."""
     wins, rewards = 0, []
-    for i in range(episodes):
-        obs, _ = env.reset(seed=EVAL_SEED0 + i)
+    for seed in eval_seeds(episodes):  # the held-out block of mgrpo_algos.evaluate
+        obs, _ = env.reset(seed=seed)
         reward, done, info = 0.0, False, {}
         while not done:
             action = choose(env, obs)
@@ -73,8 +73,8 @@ def rate(wins: int, n: int) -> dict[str, Any]:
 def expert_text(env: DiscreteToolEnv, episodes: int) -> dict[str, Any]:
     """The scripted expert on the text view underneath, same seeds."""
     text_env, wins = env.text_env, 0
-    for i in range(episodes):
-        text_env.reset(seed=EVAL_SEED0 + i)
+    for seed in eval_seeds(episodes):
+        text_env.reset(seed=seed)
         done, info = False, {}
         while not done:
             _, _, terminated, truncated, info = text_env.step(text_env.unwrapped.oracle_action())
@@ -111,7 +111,7 @@ def train(gym_id: str, algo: str, steps: int, env_kwargs: dict, seed: int) -> tu
     """A trained model and its wall time in seconds."""
 
     venv = DummyVecEnv([lambda: gymnasium.make(gym_id, **env_kwargs)] * N_ENVS)
-    venv.seed(seed)  # env i starts from seed + i; evaluation seeds start at EVAL_SEED0
+    venv.seed(seed)  # env i starts from seed + i, far below the held-out block
     model = ALGOS[algo](venv, seed)
     t0 = time.perf_counter()
     model.learn(total_timesteps=steps, progress_bar=sys.stderr.isatty())
@@ -204,7 +204,7 @@ def main() -> None:
             "difficulty": args.difficulty,
             "steps_per_run": steps,
             "eval_episodes": episodes,
-            "eval_seed0": EVAL_SEED0,
+            "eval_seed0": EVAL_SEED0,  # mgrpo_algos.evaluate's held-out block
             "n_envs": N_ENVS,
             "seed": args.seed,
             "envs": list(results),
