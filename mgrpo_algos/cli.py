@@ -140,8 +140,8 @@ def _option(argv: list[str], name: str) -> str | None:
 
 
 def train(argv: list[str]) -> int:
-    """``mgrpo train``: a GRPO or M-GRPO run (or the continuation of one)."""
-    from mgrpo_algos.learner import resume_run, trainer_class
+    """``mgrpo train``: a GRPO or M-GRPO run (or the continuation of one), embedded or on Ray."""
+    from mgrpo_algos.distributed import make_trainer, resume_trainer
 
     args, given = parse_train(argv)
     if args.resume:
@@ -152,13 +152,17 @@ def train(argv: list[str]) -> int:
                 f"given with it, got {', '.join(extra)}"
             )
         steps = args.steps if "--steps" in given else None
-        trainer = resume_run(args.resume, steps=steps)
+        trainer = resume_trainer(args.resume, steps=steps)
     else:
         if not args.out:
             raise ValueError("--out DIR is required (or --resume DIR)")
         config = config_of(args)
-        trainer = trainer_class(config.algo)(config, args.out)
-    history = trainer.train(progress=True)
+        trainer = make_trainer(config, args.out)
+    try:
+        history = trainer.train(progress=True)
+    finally:
+        if hasattr(trainer, "close"):  # the Ray backend's actors
+            trainer.close()
     last = history[-1] if history else {"step": trainer.step_idx}
     keys = ("step", "success_rate", "reward/main/mean", "reward/sub/mean")
     print(json.dumps({k: last.get(k) for k in keys}))

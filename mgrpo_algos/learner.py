@@ -123,6 +123,15 @@ class LearnerConfig:
         checkpoint_every: Steps between checkpoints (0: only at the end).
         eval_every: Steps between held-out evaluations, logged as ``eval/*`` (0: none).
         eval_episodes: Held-out episodes of each of those evaluations.
+        backend: ``embedded`` (every agent in this process) or ``ray`` (one Ray actor
+            per trained model, a pool of rollout workers; docs/distributed.md).
+        ray_address: The Ray cluster to join (None: ``RAY_ADDRESS``, else a local
+            Ray on 2 CPUs); ``ray`` backend only.
+        rollout_workers: Ray actors that play the step's episodes, each a slice of
+            its queries; ``ray`` backend only.
+        role_resources: Ray resources per model (``main``, a sub-agent role,
+            ``shared``) or ``rollout`` (each rollout worker): ``num_cpus``,
+            ``num_gpus``, ``memory``; e.g. ``{"main": {"num_gpus": 1}}``.
     """
 
     algo: str = "grpo"
@@ -156,6 +165,10 @@ class LearnerConfig:
     checkpoint_every: int = 10
     eval_every: int = 0
     eval_episodes: int = 100
+    backend: Literal["embedded", "ray"] = "embedded"
+    ray_address: str | None = None
+    rollout_workers: int = 1
+    role_resources: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         validate_learner_config(self, {})
@@ -195,6 +208,7 @@ def validate_learner_config(config: Any, choices: dict[str, Sequence[str]]) -> N
         "lr_schedule": ("constant", "cosine"),
         "tiny_size": ("micro", "small", "base"),
         "format_reward": FORMAT_REWARDS,
+        "backend": ("embedded", "ray"),
     }
     for name, allowed in choices.items():
         if getattr(config, name) not in allowed:
@@ -218,6 +232,7 @@ def validate_learner_config(config: Any, choices: dict[str, Sequence[str]]) -> N
             f"group_size must be >= 2 for group-relative advantages, got {config.group_size}"
         )
     config.main_weights = check_weights("main_weights", config.main_weights, 2, "(a1, a2)")
+    check_resources(config.role_resources)
 
 
 def _check_ints(config: Any) -> None:
@@ -230,6 +245,7 @@ def _check_ints(config: Any) -> None:
         "max_batch_tokens",
         "max_tokens_norm",
         "eval_episodes",
+        "rollout_workers",
     )
     for name in (*positive, "warmup_steps", "checkpoint_every", "eval_every", "seed"):
         value = getattr(config, name)
@@ -247,6 +263,26 @@ def check_weights(name: str, value: Any, n: int, what: str) -> tuple[float, ...]
     if len(out) != n or not all(math.isfinite(v) and v >= 0 for v in out):
         raise ValueError(f"{name} must be {n} finite numbers >= 0 {what}, got {value!r}")
     return out
+
+
+RESOURCE_KEYS = ("num_cpus", "num_gpus", "memory")
+
+
+def check_resources(value: Any) -> None:
+    """``role_resources``: name -> {``num_cpus``/``num_gpus``/``memory``: number >= 0}."""
+    if not isinstance(value, dict):
+        raise ValueError(f"role_resources must be a dict of name -> resources, got {value!r}")
+    for name, res in value.items():
+        if not isinstance(res, dict) or not set(res) <= set(RESOURCE_KEYS):
+            raise ValueError(
+                f"role_resources[{name!r}] must map some of {list(RESOURCE_KEYS)} to "
+                f"numbers, got {res!r}"
+            )
+        for key, amount in res.items():
+            if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
+                raise ValueError(
+                    f"role_resources[{name!r}][{key!r}] must be a number >= 0, got {amount!r}"
+                )
 
 
 def config_dict(config: LearnerConfig) -> dict[str, Any]:

@@ -1,0 +1,343 @@
+"""The Ray driver: the embedded learners' step, with the models and rollouts in Ray actors.
+
+:class:`RayMGRPOTrainer` and :class:`RayGRPOTrainer` are the embedded learners
+(``MGRPOTrainer``, ``GRPOTrainer``) with three parts moved out of the process:
+
+    collect   ``self.engine`` is a :class:`~.rollout.RayRollouts`: the step's queries
+              in slices on the rollout workers, generation on the role actors
+    update    each trained model's samples go to its role actor, which steps its
+              own optimiser (all models at once); the driver merges their stats
+    store     the main side's rewards pass through a :class:`~.store.RayStore` actor
+
+Everything else is the embedded learner's own code, run in the driver: the step
+(collect -> score -> store -> align -> advantages -> update -> log), the scoring,
+alignment, advantages, metrics, the training loop and the checkpoint layout. With
+the same config and seed, one rollout worker and one torch thread everywhere, a Ray
+run's metrics (but the ``perf/*`` timings) and weights are bit-identical to the
+embedded run's.
+
+The driver builds (or loads) the starting models, as the embedded learner does, and
+ships one copy to each role actor; a checkpoint's weights come back from the actors.
+``self.policies`` is the driver's snapshot, refreshed by :meth:`pull_policies` (for
+evaluation and tests), never trained.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+
+from mgrpo_algos.buffer import RolloutBuffer
+from mgrpo_algos.evaluate import EvalResult
+from mgrpo_algos.grpo import GRPOTrainer
+from mgrpo_algos.learner import (
+    Learner,
+    LearnerConfig,
+    config_dict,
+    rng_state,
+    write_checkpoint,
+)
+from mgrpo_algos.mgrpo import Judge, MGRPOTrainer
+from mgrpo_algos.policies import HFPolicy
+from mgrpo_algos.store import StatsStore
+
+from .roles import RoleActor, policy_from_files, text_info, write_files
+from .rollout import RayRollouts, WorkerActor
+from .store import RayStore
+
+ROLLOUT = "rollout"
+"""The ``role_resources`` key of each rollout worker's resources."""
+
+
+def init_ray(address: str | None) -> bool:
+    """Connects to Ray: ``address``, else ``RAY_ADDRESS``, else a local Ray on 2 CPUs.
+
+    Returns:
+        Whether this call started Ray (then the caller shuts it down).
+    """
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+    else:
+        ray.init(num_cpus=2, include_dashboard=False)
+    return True
+
+
+class ScheduleView:
+    """The driver's view of a role actor's LR schedule: its last rates and state."""
+
+    def __init__(self, last_lr: list[float], state: dict[str, Any]) -> None:
+        self.last_lr, self.state = list(last_lr), state
+
+    def get_last_lr(self) -> list[float]:
+        return list(self.last_lr)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.state
+
+
+class RayBackend:
+    """What the Ray learners add to an embedded learner (a mixin; put it first).
+
+    Args:
+        config: The run's settings (``backend`` must be ``ray``).
+        out_dir: As for the embedded learner.
+        policies: As for the embedded learner.
+        resume: Continue the run in ``out_dir`` (use :meth:`resume`).
+        max_restarts: Restarts (and re-runs of the call in flight) of a rollout worker.
+        **kwargs: The embedded learner's other arguments (``store``, ``judge`` ...).
+    """
+
+    def __init__(
+        self,
+        config: LearnerConfig,
+        out_dir: str | Path | None = None,
+        policies: Mapping[str, HFPolicy] | None = None,
+        *,
+        resume: bool = False,
+        max_restarts: int = 3,
+        **kwargs: Any,
+    ) -> None:
+        if config.backend != "ray":
+            raise ValueError(
+                f"{type(self).__name__} runs backend='ray', got backend={config.backend!r}; "
+                "use the embedded learner, or set backend='ray'"
+            )
+        if max_restarts < 0:
+            raise ValueError(f"max_restarts must be >= 0, got {max_restarts}")
+        super().__init__(config, out_dir, policies=policies, resume=resume, **kwargs)  # type: ignore[call-arg]
+        self.max_restarts = max_restarts
+        self.models: dict[str, Any] = {}
+        self.workers: list[Any] = []
+        self.bytes_moved = 0
+        self._owns_ray = False
+        self._worker_args: Any = None
+        if not resume:
+            self.start()
+
+    # -------------------------------------------------------------- actors
+    def _resources(self) -> dict[str, dict[str, float]]:
+        names = sorted(set(self.names.values()))
+        wrong = sorted(set(self.config.role_resources) - {*names, ROLLOUT})
+        if wrong:
+            raise ValueError(
+                f"role_resources names {wrong}, which this run has not; its models are "
+                f"{names} and {ROLLOUT!r} sets each rollout worker's resources"
+            )
+        return self.config.role_resources
+
+    def start(self) -> None:
+        """Starts Ray (if needed) and the actors, from the driver's models and state."""
+        if self.models:
+            raise ValueError("the actors of this learner are running already")
+        resources = self._resources()
+        self._owns_ray = init_ray(self.config.ray_address)
+        for name in dict.fromkeys(self.names[r] for r in self.roles):
+            roles = [r for r in self.roles if self.names[r] == name]
+            res = dict(resources.get(name, {}))
+            trained = name in self.groups
+            self.models[name] = RoleActor.options(**{"num_cpus": 0, **res}).remote(
+                name,
+                roles,
+                self.policies[roles[0]],
+                self.config,
+                trained=trained,
+                ref=self.refs.get(name),
+                optimizer_state=self.optimizers[name].state_dict() if trained else None,
+                scheduler_state=self.schedulers[name].state_dict() if trained else None,
+                threads=int(res.get("num_cpus", 1)),
+            )
+        # tokenisers from the driver's copies: workers start while the models load
+        first = {self.names[r]: self.policies[r] for r in reversed(self.roles)}
+        handles = {n: (m, text_info(first[n])) for n, m in self.models.items()}
+        # held for the learner's life: a restarted worker is built from these again
+        self._worker_args = ray.put(handles)
+        self.workers = [
+            WorkerActor.options(
+                max_restarts=self.max_restarts,
+                max_task_retries=self.max_restarts,
+                **{"num_cpus": 0, **resources.get(ROLLOUT, {})},
+            ).remote(i, self.config, self.engine.config, self._worker_args, self.names)
+            for i in range(self.config.rollout_workers)
+        ]
+        # every actor started (or its error raised here)
+        ray.get([w.whoami.remote() for w in self.workers])
+        ray.get([m.requests.remote() for m in self.models.values()])
+        self.engine = RayRollouts(self.workers)
+        self.schedulers = {
+            n: ScheduleView(s.get_last_lr(), s.state_dict()) for n, s in self.schedulers.items()
+        }
+        self.optimizers = {}  # they live on the role actors now
+
+    def close(self) -> None:
+        """Ends the actors, and Ray when this learner started it."""
+        for actor in [*self.workers, *self.models.values()]:
+            ray.kill(actor)
+        self.workers, self.models = [], {}
+        if self._owns_ray:
+            ray.shutdown()
+            self._owns_ray = False
+
+    def __enter__(self) -> RayBackend:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -------------------------------------------------------------- the step's remote parts
+    def update(self, buffer: RolloutBuffer) -> dict[str, float]:
+        """Every trained model's update on its role actor, all at once (as ``Learner.update``)."""
+        futures = {}
+        for name, roles in self.groups.items():
+            samples = {role: buffer.get(role) for role in roles}
+            if any(samples.values()):
+                self.bytes_moved += len(pickle.dumps(samples, protocol=5))
+                futures[name] = self.models[name].update.remote(samples)
+        stats: dict[str, float] = {}
+        skipped = 0.0
+        for name, out in zip(futures, ray.get(list(futures.values())), strict=True):
+            self.bytes_moved += len(pickle.dumps(out, protocol=5))
+            stats.update(out["stats"])
+            skipped += out["skipped"]
+            self.schedulers[name].last_lr = out["lr"]
+        stats["optim/skipped"] = skipped
+        return stats
+
+    def train_step(self) -> dict[str, Any]:
+        """The embedded learner's step, plus the bytes it moved between processes.
+
+        ``perf/bytes/<part>`` are the serialized sizes of what crossed actor
+        boundaries: ``slices`` (driver <-> rollout workers), ``generate`` (workers <->
+        role actors), ``updates`` (samples to the role actors, their stats back) and
+        ``store`` (rows to and from the store actor); ``perf/bytes_moved`` their sum.
+        """
+        self.bytes_moved = 0
+        store = getattr(self, "store", None)
+        before = getattr(store, "bytes_moved", 0)
+        metrics = super().train_step()  # type: ignore[misc]
+        parts = {
+            **self.engine.traffic,
+            "updates": self.bytes_moved,
+            "store": getattr(store, "bytes_moved", 0) - before,
+        }
+        metrics.update({f"perf/bytes/{k}": v for k, v in parts.items()})
+        metrics["perf/bytes_moved"] = sum(parts.values())
+        return metrics
+
+    def pull_policies(self) -> dict[str, HFPolicy]:
+        """Role -> a CPU copy of the model playing it now (roles of one model share it)."""
+        parts = self._export()
+        loaded = {name: policy_from_files(part["policy"]) for name, part in parts.items()}
+        self.policies = {role: loaded[self.names[role]] for role in self.roles}
+        return self.policies
+
+    def evaluate(self, episodes: int | None = None) -> EvalResult:
+        """The held-out evaluation of the current models, played in the driver."""
+        self.pull_policies()
+        return super().evaluate(episodes)  # type: ignore[misc]
+
+    # -------------------------------------------------------------- checkpoints
+    def _export(self) -> dict[str, dict[str, Any]]:
+        names = list(self.models)
+        parts = ray.get([self.models[n].export.remote() for n in names])
+        return dict(zip(names, parts, strict=True))
+
+    def save_checkpoint(self) -> Path:
+        """``ckpt-<step>`` in the embedded learner's layout, from the role actors' parts."""
+        if self.out_dir is None:
+            raise ValueError("save_checkpoint() needs the learner's out_dir, which is None")
+        parts = self._export()
+
+        def write(tmp: Path) -> None:
+            for name, part in parts.items():
+                write_files(part["policy"], tmp / "policies" / name)
+                if part["ref"] is not None:
+                    write_files(part["ref"], tmp / "refs" / name)
+            (tmp / "policies" / "roles.json").write_text(json.dumps(dict(self.names), indent=2))
+            state = {
+                "optimizers": {n: parts[n]["optimizer"] for n in self.groups},
+                "schedulers": {n: parts[n]["scheduler"] for n in self.groups},
+                "step": self.step_idx,
+                "learner": self.state_dict(),
+                **rng_state(),
+            }
+            torch.save(state, tmp / "state.pt")
+            (tmp / "config.json").write_text(json.dumps(config_dict(self.config), indent=2))
+
+        for name in self.groups:
+            self.schedulers[name].state = parts[name]["scheduler"]
+        return write_checkpoint(self.out_dir / f"ckpt-{self.step_idx:06d}", write)
+
+    @classmethod
+    def resume(cls, out_dir: str | Path, *, steps: int | None = None, **kwargs: Any) -> Any:
+        """Continues a run from its newest complete checkpoint (``Learner.resume``), on Ray."""
+        trainer = super().resume(out_dir, steps=steps, **kwargs)  # type: ignore[misc]
+        trainer.start()
+        return trainer
+
+
+class RayMGRPOTrainer(RayBackend, MGRPOTrainer):
+    """M-GRPO (or ``main-only``, ``shared``) on Ray; see the module docstring.
+
+    Takes ``MGRPOTrainer``'s arguments (``store``, ``judge`` ...) and ``max_restarts``.
+    The rewards pass through a store actor unless a ``store`` or ``store_path`` is given.
+    """
+
+    def __init__(
+        self,
+        config: LearnerConfig,
+        out_dir: str | Path | None = None,
+        policies: Mapping[str, HFPolicy] | None = None,
+        store: StatsStore | None = None,
+        judge: Judge | None = None,
+        *,
+        resume: bool = False,
+        max_restarts: int = 3,
+    ) -> None:
+        self._own_store = store is None and getattr(config, "store_path", None) is None
+        super().__init__(
+            config,
+            out_dir,
+            policies,
+            resume=resume,
+            max_restarts=max_restarts,
+            store=store,
+            judge=judge,
+        )
+
+    def start(self) -> None:
+        super().start()
+        if self._own_store:
+            self.store = RayStore()
+
+    def close(self) -> None:
+        if self._own_store and isinstance(self.store, RayStore):
+            self.store.close()
+        super().close()
+
+
+class RayGRPOTrainer(RayBackend, GRPOTrainer):
+    """Single-agent GRPO on Ray (one role actor); takes ``GRPOTrainer``'s arguments."""
+
+
+def ray_trainer_class(algo: str) -> type[Learner]:
+    """The Ray learner of ``algo``."""
+    return RayGRPOTrainer if algo == "grpo" else RayMGRPOTrainer
+
+
+__all__ = [
+    "RayBackend",
+    "RayGRPOTrainer",
+    "RayMGRPOTrainer",
+    "init_ray",
+    "ray_trainer_class",
+]

@@ -1,0 +1,240 @@
+"""The Ray backend: the same run as the embedded learner, faults, the store, resume.
+
+One local Ray session serves the module; every torch process (this one and each
+actor) uses one thread, so the Ray runs are bit-identical to the embedded ones.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+ray = pytest.importorskip("ray")
+
+from mgrpo_algos.cli import main  # noqa: E402
+from mgrpo_algos.distributed import RayMGRPOTrainer, RayStore  # noqa: E402
+from mgrpo_algos.distributed.rollout import (  # noqa: E402
+    RayRollouts,
+    query_slices,
+    slice_generator_states,
+)
+from mgrpo_algos.distributed.store import RewardBook  # noqa: E402
+from mgrpo_algos.learner import load_run  # noqa: E402
+from mgrpo_algos.mgrpo import MGRPOConfig, MGRPOTrainer  # noqa: E402
+from mgrpo_algos.store import RolloutReward  # noqa: E402
+
+ENV = {"difficulty": "easy", "main_turns": 3, "sub_turns": 2, "episode_turns": 12}
+SMALL = dict(steps=2, queries_per_step=2, group_size=3, max_new_tokens=8, env_kwargs=ENV, lr=1e-2)
+# Random tiny models earn no reward in such short episodes, so every advantage is 0;
+# weight decay moves the weights in the first of two passes, and the KL term then
+# gives the second pass a non-zero loss and gradient: the numbers compared are real.
+KL = dict(beta=0.05, weight_decay=0.1, num_iterations=2)
+CLI = ["--queries-per-step", "2", "--group-size", "3", "--max-new-tokens", "8", "--lr", "0.01"]
+CLI += ["--steps", "2", "--checkpoint-every", "1", "--difficulty", "easy"]
+CLI += ["--beta", "0.05", "--weight-decay", "0.1", "--num-iterations", "2"]
+CLI += [f"--env-arg={k}={v}" for k, v in ENV.items() if k != "difficulty"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_session():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+    torch.set_num_threads(threads)
+
+
+def strip(metrics: dict) -> dict:
+    """The metrics a run's randomness and maths decide (not its timings)."""
+    return {k: v for k, v in metrics.items() if not k.startswith("perf/")}
+
+
+def weights(policies: dict) -> list[torch.Tensor]:
+    return [p.detach().clone() for role in sorted(policies) for p in policies[role].parameters()]
+
+
+def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def read_metrics(out) -> list[dict]:
+    lines = [strip(json.loads(line)) for line in (out / "metrics.jsonl").open()]
+    assert all(m.pop("metrics/nonfinite") == 0 for m in lines)
+    return lines
+
+
+@pytest.fixture(scope="module")
+def mgrpo_runs(tmp_path_factory):
+    """An embedded run and the same run through ``mgrpo train --backend ray``."""
+    embedded = MGRPOTrainer(MGRPOConfig(**SMALL, **KL))
+    history = [strip(embedded.train_step()) for _ in range(2)]
+    out = tmp_path_factory.mktemp("ray") / "run"
+    assert main(["train", "--algo", "mgrpo", "--backend", "ray", "--out", str(out), *CLI]) == 0
+    return embedded, history, out
+
+
+# --------------------------------------------------------------------------- equivalence
+def test_ray_mgrpo_through_the_cli_repeats_the_embedded_run(mgrpo_runs) -> None:
+    embedded, history, out = mgrpo_runs
+    got = read_metrics(out)
+    assert [m["step"] for m in got] == [1, 2]
+    assert got == json.loads(json.dumps(history))  # rewards, samples, losses: bit for bit
+    assert got[-1]["samples/main"] == 6 and got[-1]["kl/main"] > 0
+    assert got[-1]["loss/main"] != 0 and got[-1]["optim/grad_norm/main"] > 0
+    run = load_run(out)  # what `mgrpo eval` opens
+    assert run.config.backend == "ray" and run.ckpt.name == "ckpt-000002"
+    assert same(weights(run.policies), weights(embedded.policies))
+
+
+@pytest.fixture(scope="module")
+def main_only():
+    """A ``main-only`` Ray learner with a pool of 2 rollout workers (one set of actors)."""
+    config = MGRPOConfig(**SMALL, **KL, algo="main-only", backend="ray", rollout_workers=2)
+    with RayMGRPOTrainer(config) as learner:
+        yield learner
+
+
+def test_ray_main_only_repeats_the_embedded_run_and_keeps_sub_agents_frozen(main_only) -> None:
+    embedded = MGRPOTrainer(MGRPOConfig(**SMALL, **KL, algo="main-only", rollout_workers=2))
+    start = weights(embedded.policies)
+    want = [strip(embedded.train_step()) for _ in range(2)]
+    learner, pool = main_only, main_only.engine
+    assert learner.step_idx == 0 and sorted(learner.models) == ["main", "searcher"]
+    learner.engine = RayRollouts(learner.workers[:1])  # one worker: the embedded draws
+    try:
+        got = [learner.train_step() for _ in range(2)]
+    finally:
+        learner.engine = pool
+    assert all(m["perf/bytes_moved"] > 0 for m in got)
+    assert [strip(m) for m in got] == want
+    pulled = learner.pull_policies()
+    assert same(weights(pulled), weights(embedded.policies))
+    assert same(weights({"s": pulled["searcher"]}), start[len(start) // 2 :])  # frozen
+    assert not same(weights({"m": pulled["main"]}), start[: len(start) // 2])
+
+
+# --------------------------------------------------------------------------- faults
+def kill_mid_slice(learner: RayMGRPOTrainer, worker: int, step: threading.Thread) -> None:
+    """Starts ``step``, then kills ``worker`` once its slice has sent a request (or after 5 s).
+
+    The worker's tag and request count are read before the step starts: while the
+    worker plays its slice it answers no other call.
+    """
+    tag = ray.get(learner.workers[worker].whoami.remote())
+    main = learner.models["main"]
+    before = ray.get(main.requests.remote()).get(tag, 0)
+    step.start()
+    deadline = time.monotonic() + 5
+    while ray.get(main.requests.remote()).get(tag, 0) == before and time.monotonic() < deadline:
+        time.sleep(0.002)
+    ray.kill(learner.workers[worker], no_restart=False)
+
+
+def keys(result) -> list[tuple]:
+    return [(t.agent, t.group_id, t.rollout_id, t.invocation) for t in result.trajectories]
+
+
+def test_a_worker_killed_mid_step_is_restarted_and_its_slice_rerun(main_only) -> None:
+    learner = main_only
+    first = ray.get(learner.workers[1].whoami.remote())
+    want = learner.collect()  # this step's rollouts on the pool of 2, undisturbed
+    done: dict = {}
+    step = threading.Thread(target=lambda: done.update(learner.train_step()))
+    kill_mid_slice(learner, 1, step)
+    step.join(timeout=120)
+    got = learner.engine.last_slices
+    again = ray.get(learner.workers[1].whoami.remote())
+    assert done["step"] == learner.step_idx and done["samples/main"] == 6  # the step completed
+    assert again != first and got[1].incarnation == again  # slice 1 ran on the new worker
+    merged = [t for s in got for t in s.result.trajectories]
+    assert [keys(s.result) for s in got] == [keys(r) for r in split(want)]
+    assert len(set(keys(want))) == len(keys(want))  # nothing lost, nothing twice
+    for a, b in zip(merged, want.trajectories, strict=True):
+        assert (a.input_ids == b.input_ids).all() and (a.old_logprobs == b.old_logprobs).all()
+
+
+def split(result) -> list:
+    """``result``'s trajectories cut at the slices of 2 workers."""
+    parts = query_slices(len({e.group_id for e in result.episodes}), 2)
+    return [
+        SimpleNamespace(trajectories=[t for t in result.trajectories if t.group_id in part])
+        for part in parts
+    ]
+
+
+def test_slices_cover_every_query_once_and_slice_zero_keeps_the_step_stream() -> None:
+    assert query_slices(5, 2) == [range(0, 2), range(2, 5)]
+    assert query_slices(1, 3) == [range(0, 1)]
+    assert [q for r in query_slices(7, 3) for q in r] == list(range(7))
+    gen = torch.Generator().manual_seed(5)
+    states = slice_generator_states(gen, 3)
+    assert torch.equal(states[0], gen.get_state())  # untouched: slice 0 is the embedded stream
+    assert not torch.equal(states[1], states[2])
+
+
+# --------------------------------------------------------------------------- store
+def rows(*keys: tuple[int, int]) -> list[RolloutReward]:
+    return [RolloutReward(q, k, 0.5 + q, float(k % 2), k) for q, k in keys]
+
+
+def test_a_query_with_a_missing_rollout_never_enters_a_group() -> None:
+    store = RayStore()
+    try:
+        store.expect(3, queries=2, group_size=2)
+        store.add_rewards(3, rows((0, 0), (1, 0), (1, 1)))
+        assert store.ready_rewards(3) == rows((1, 0), (1, 1))  # query 0 waits for rollout 1
+        with pytest.raises(TimeoutError, match=r"step 3 is still missing .* \[\(0, 1\)\]"):
+            store.get_rewards(3, timeout=0.05)
+        store.add_rewards(3, rows((1, 1)))  # a re-run slice sends the same row again: fine
+        with pytest.raises(ValueError, match="query 1 rollout 1 arrived twice with different"):
+            store.add_rewards(3, [RolloutReward(1, 1, 9.0, 0.0, 1)])
+        store.add_rewards(3, [], excluded=[(0, 1)])  # arrived, scored non-finite: left out
+        assert store.get_rewards(3) == rows((0, 0), (1, 0), (1, 1))
+        with pytest.raises(ValueError, match=r"expects queries 0..1 x rollouts 0..1, got query 2"):
+            store.add_rewards(3, rows((2, 0)))
+        with pytest.raises(ValueError, match=r"needs expect\(4, queries, group_size\) first"):
+            store.add_rewards(4, rows((0, 0)))
+        with pytest.raises(TimeoutError, match="holds no rewards of step 9"):
+            store.get_rewards(9, timeout=0.0)
+    finally:
+        store.close()
+
+
+def test_a_whole_step_put_at_once_is_read_back_and_pruned() -> None:
+    book = RewardBook()  # the actor's rules, without Ray
+    book.put_rewards(0, rows((0, 1), (0, 0)))
+    assert book.read_rewards(0) == rows((0, 0), (0, 1)) and book.missing(0) == []
+    book.put_stat(0, "d", 2.0)
+    book.prune(before=1)
+    assert book.read_rewards(0) is None and book.read_stat(0, "d") is None
+
+
+# --------------------------------------------------------------------------- resume
+def test_a_resumed_ray_run_repeats_the_uninterrupted_one(mgrpo_runs, tmp_path) -> None:
+    _, _, full = mgrpo_runs
+    part = tmp_path / "part"
+    shutil.copytree(full, part)
+    shutil.rmtree(part / "ckpt-000002")  # the run stopped after step 2, before its checkpoint
+    assert main(["train", "--resume", str(part)]) == 0
+    assert read_metrics(part) == read_metrics(full)
+    assert same(weights(load_run(part).policies), weights(load_run(full).policies))
+    state = torch.load(part / "ckpt-000002" / "state.pt", weights_only=False)
+    assert state["step"] == 2 and set(state["optimizers"]) == {"main", "searcher"}
+
+
+def test_the_ray_learner_refuses_an_embedded_config_and_unknown_resources() -> None:
+    with pytest.raises(ValueError, match="runs backend='ray', got backend='embedded'"):
+        RayMGRPOTrainer(MGRPOConfig(**SMALL))
+    with pytest.raises(ValueError, match=r"role_resources names \['critic'\]"):
+        RayMGRPOTrainer(MGRPOConfig(**SMALL, backend="ray", role_resources={"critic": {}}))
+    with pytest.raises(ValueError, match=r"role_resources\['main'\]\['num_gpus'\] must be"):
+        MGRPOConfig(**SMALL, backend="ray", role_resources={"main": {"num_gpus": -1}})
+    with pytest.raises(ValueError, match="rollout_workers must be an int >= 1, got 0"):
+        MGRPOConfig(**SMALL, backend="ray", rollout_workers=0)
