@@ -170,6 +170,7 @@ def warm_start_dir(s: DemoSettings, out: Path, env_fn, *, cache: bool = True) ->
         env_fn: Builds the env.
         cache: False retrains even when the cache's stamp matches.
     """
+    from mgrpo_algos.learner import save_policies
     from mgrpo_algos.sft import train_warm_start
 
     path = out / "warm_start"
@@ -180,8 +181,7 @@ def warm_start_dir(s: DemoSettings, out: Path, env_fn, *, cache: bool = True) ->
     t0 = time.perf_counter()
     policies, _ = train_warm_start(env_fn, s.sft_config(), size=s.size, shared=s.sft_shared)
     print(f"SFT on {s.sft_episodes} expert episodes: {time.perf_counter() - t0:.0f} s")
-    for role, policy in policies.items():
-        policy.save(path / role)
+    save_policies(policies, {role: role for role in policies}, path)  # a copy per role
     write_stamp(path, stamp)
     return path
 
