@@ -196,6 +196,7 @@ def run_demo(
         out: Holds the warm start cache and the run's files.
         cache: False rebuilds the warm start even when the cached one matches.
     """
+    from mgrpo_algos.learner import latest_checkpoint
     from mgrpo_algos.mgrpo import MGRPOConfig, MGRPOTrainer
 
     out = Path(out)
@@ -231,7 +232,8 @@ def run_demo(
     trainer.train(progress=True)
     after = _rate(evaluate(env_fn, trainer.policies, s.eval_episodes))
     print(f"[5/5] after M-GRPO    success {after['text']}")
-    print(f"metrics: {run_dir / 'metrics.jsonl'}   checkpoint: {trainer.save_checkpoint()}")
+    ckpt = latest_checkpoint(run_dir)  # train() wrote it at the last step
+    print(f"metrics: {run_dir / 'metrics.jsonl'}   checkpoint: {ckpt}")
     return {
         "job": "mgrpo_demo",
         "settings": asdict(s),

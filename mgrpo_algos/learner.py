@@ -39,6 +39,7 @@ import os
 import re
 import shutil
 import warnings
+from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -786,7 +787,7 @@ def resume_run(out_dir: str | Path, *, steps: int | None = None, **kwargs: Any) 
 
 
 # --------------------------------------------------------------------------- the learner
-class Learner:
+class Learner(ABC):
     """The base of the learners: models, optimisers, update, loop and checkpoints.
 
     A subclass sets ``config_class``, and writes ``trained_groups`` (optimiser name ->
@@ -849,21 +850,24 @@ class Learner:
             (self.out_dir / "config.json").write_text(json.dumps(run_config, indent=2))
 
     # -------------------------------------------------------------- what a learner defines
+    @abstractmethod
     def trained_groups(self) -> dict[str, list[str]]:
-        raise NotImplementedError(f"{type(self).__name__} must define trained_groups()")
+        """Optimiser name -> the roles whose samples it trains on (others are frozen)."""
 
+    @abstractmethod
     def shared_model(self) -> bool:
-        raise NotImplementedError(f"{type(self).__name__} must define shared_model()")
+        """Whether every role plays one model (how ``config.model`` is loaded)."""
 
+    @abstractmethod
     def train_step(self) -> dict[str, Any]:
-        raise NotImplementedError(f"{type(self).__name__} must define train_step()")
+        """One step: collect -> score -> advantages -> loss -> step; its metrics."""
 
     def state_dict(self) -> dict[str, Any]:
         """The learner's own state a checkpoint keeps (beyond models and optimisers)."""
         return {}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restores what :meth:`state_dict` returned."""
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027 (a hook: most keep none)
+        """Restores what :meth:`state_dict` returned (by default there is nothing to restore)."""
 
     # -------------------------------------------------------------- set-up
     def _check_policies(self) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import pickle
 import tempfile
 from collections import Counter
-from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -316,19 +316,9 @@ class RemotePolicy:
         return self.text.encode_message(message, add_generation_prompt=add_generation_prompt)
 
     def logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError(
+        raise TypeError(  # by design: generation-only proxy, the weights are on the actor
             "a rollout worker's RemotePolicy only generates; training log-probs are computed "
             "on the role actor (RoleModel.update)"
-        )
-
-    def parameters(self) -> Iterator[torch.nn.Parameter]:
-        raise NotImplementedError(
-            "a rollout worker's RemotePolicy holds no weights; they live on the role actor"
-        )
-
-    def save(self, path: str | Path) -> None:
-        raise NotImplementedError(
-            "save the model through its role actor (RoleModel.export), not a RemotePolicy"
         )
 
 
