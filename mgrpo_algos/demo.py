@@ -11,6 +11,10 @@ Five stages, each printed as it runs:
 4. M-GRPO: one policy and one optimiser per role, a few steps, ``OUT/mgrpo/metrics.jsonl``;
 5. success of the trained agents on the same held-out episodes.
 
+Stages 3 and 5 also print each agent on its own: main's success with scripted
+(expert) sub-agents, and the share of each sub-agent's calls that returned the fact
+asked for with a scripted main, so that the user sees what each agent learned.
+
 Every held-out figure comes from :func:`mgrpo_algos.evaluate.evaluate`. The last
 line printed is one JSON object with both success rates, their 95% Wilson
 intervals, the settings and the provenance (package versions, code version).
@@ -48,7 +52,10 @@ class DemoSettings:
     sft_episodes: int = 1500  # the rest of the SFT recipe: mgrpo_algos.sft.RECIPE
     sft_epochs: int = 3
     sft_copy_steps: int = 400
+    sft_lookup_steps: int = 0
+    sft_rehearsal: float = 0.0
     sft_shared: bool = True  # one model learns every role's demonstrations; each role gets a copy
+    numbers: bool = False  # document ids and years as single tokens (HFPolicy.tiny(numbers=True))
     steps: int = 6
     queries: int = 4
     group_size: int = 8
@@ -62,12 +69,14 @@ class DemoSettings:
             episodes=self.sft_episodes,
             epochs=self.sft_epochs,
             copy_steps=self.sft_copy_steps,
+            lookup_steps=self.sft_lookup_steps,
+            rehearsal=self.sft_rehearsal,
             seed=self.seed,
         )
 
     def warm_start_recipe(self) -> dict[str, Any]:
         """The settings the warm start is built from (what its cache is keyed by)."""
-        keys = ("env", "difficulty", "size", "sft_shared")
+        keys = ("env", "difficulty", "size", "sft_shared", "numbers")
         return {**{k: getattr(self, k) for k in keys}, **asdict(self.sft_config())}
 
 
@@ -134,6 +143,33 @@ def _rate(result: EvalResult) -> dict[str, Any]:
     return {**result.to_dict(), "text": result.text}
 
 
+def role_figures(env_fn, policies, episodes: int) -> dict[str, Any]:
+    """What each agent does on its own, the other side played by the scripted expert.
+
+    Returns:
+        ``main``: main's success with expert sub-agents (an EvalResult dict); per
+        sub-agent role, the share of its calls that returned the fact asked for,
+        with an expert main (``{"calls", "accuracy"}``).
+    """
+    roles = env_fn().possible_agents
+    subs = [r for r in roles if r != "main"]
+    main = evaluate(env_fn, policies, episodes, scripted=subs)
+    alone = evaluate(env_fn, policies, episodes, scripted=("main",))
+    return {"main": _rate(main), **alone.sub_calls}
+
+
+def role_text(figures: dict[str, Any]) -> str:
+    """``"main with expert sub-agents 0.42 [...]; searcher calls right 0.81 (n=140)"``."""
+    parts = [f"main with expert sub-agents {figures['main']['text']}"]
+    for role, stats in figures.items():
+        if role != "main":
+            parts.append(
+                f"{role} calls right with an expert main {stats['accuracy']:.3f} "
+                f"(n={stats['calls']})"
+            )
+    return "; ".join(parts)
+
+
 def reference_rates(s: DemoSettings) -> dict[str, Any]:
     """The scripted expert and a random tool-caller on the held-out episodes."""
 
@@ -179,7 +215,9 @@ def warm_start_dir(s: DemoSettings, out: Path, env_fn, *, cache: bool = True) ->
         return path
     shutil.rmtree(path, ignore_errors=True)  # no stale stamp survives a failed rebuild
     t0 = time.perf_counter()
-    policies, _ = train_warm_start(env_fn, s.sft_config(), size=s.size, shared=s.sft_shared)
+    policies, _ = train_warm_start(
+        env_fn, s.sft_config(), size=s.size, shared=s.sft_shared, numbers=s.numbers
+    )
     print(f"SFT on {s.sft_episodes} expert episodes: {time.perf_counter() - t0:.0f} s")
     save_policies(policies, {role: role for role in policies}, path)  # a copy per role
     write_stamp(path, stamp)
@@ -227,11 +265,15 @@ def run_demo(
         shutil.rmtree(run_dir)
     trainer = MGRPOTrainer(config, out_dir=run_dir)
     before = _rate(evaluate(env_fn, trainer.policies, s.eval_episodes))
+    roles_before = role_figures(env_fn, trainer.policies, s.eval_episodes)
     print(f"[3/5] warm start      success {before['text']}")
+    print(f"      {role_text(roles_before)}")
     print(f"[4/5] M-GRPO: {s.steps} steps x {s.queries} queries x {s.group_size} rollouts")
     trainer.train(progress=True)
     after = _rate(evaluate(env_fn, trainer.policies, s.eval_episodes))
+    roles_after = role_figures(env_fn, trainer.policies, s.eval_episodes)
     print(f"[5/5] after M-GRPO    success {after['text']}")
+    print(f"      {role_text(roles_after)}")
     ckpt = latest_checkpoint(run_dir)  # train() wrote it at the last step
     print(f"metrics: {run_dir / 'metrics.jsonl'}   checkpoint: {ckpt}")
     return {
@@ -241,6 +283,7 @@ def run_demo(
         "random": refs["random"],
         "before": before,
         "after": after,
+        "roles": {"before": roles_before, "after": roles_after},
         "metrics": str(run_dir / "metrics.jsonl"),
         "seconds": time.perf_counter() - t0,
         "machine": machine(),

@@ -101,6 +101,8 @@ class LearnerConfig:
         max_new_tokens: Tokens per agent turn.
         temperature: Sampling temperature.
         lr: Peak learning rate.
+        role_lr: Peak learning rate per trained model, overriding ``lr`` for it: keys
+            are optimiser names (a role, or ``shared``), e.g. ``{"searcher": 1e-3}``.
         lr_schedule: ``constant`` or ``cosine`` (to 10% of peak), after linear warm-up.
         warmup_steps: Linear warm-up steps.
         weight_decay: AdamW weight decay.
@@ -146,6 +148,7 @@ class LearnerConfig:
     max_new_tokens: int = 40
     temperature: float = 1.0
     lr: float = 1e-4
+    role_lr: dict[str, float] = field(default_factory=dict)
     lr_schedule: Literal["constant", "cosine"] = "constant"
     warmup_steps: int = 0
     weight_decay: float = 0.0
@@ -234,6 +237,7 @@ def validate_learner_config(config: Any, choices: dict[str, Sequence[str]]) -> N
         )
     config.main_weights = check_weights("main_weights", config.main_weights, 2, "(a1, a2)")
     check_resources(config.role_resources)
+    check_role_lr(config.role_lr)
 
 
 def _check_ints(config: Any) -> None:
@@ -576,11 +580,27 @@ def backward_loss(
     return out
 
 
+def check_role_lr(value: Any) -> None:
+    """``role_lr``: optimiser name -> a finite learning rate > 0."""
+    if not isinstance(value, dict):
+        raise ValueError(f"role_lr must be a dict of name -> learning rate, got {value!r}")
+    for name, lr in value.items():
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (
+            math.isfinite(lr) and lr > 0
+        ):
+            raise ValueError(f"role_lr[{name!r}] must be a finite number > 0, got {lr!r}")
+
+
 def make_optimizer(
-    params: list[torch.nn.Parameter], cfg: Any
+    params: list[torch.nn.Parameter], cfg: Any, name: str | None = None
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW over ``params`` and its warm-up / decay schedule, from ``cfg``."""
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    """AdamW over ``params`` and its warm-up / decay schedule, from ``cfg``.
+
+    The peak learning rate is ``cfg.role_lr[name]`` when given for optimiser ``name``,
+    else ``cfg.lr``.
+    """
+    lr = getattr(cfg, "role_lr", {}).get(name, cfg.lr)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_lambda(s, cfg.steps, cfg.warmup_steps, cfg.lr_schedule)
     )
@@ -837,6 +857,12 @@ class Learner(ABC):
         self.policies = dict(policies)
         self.groups = self.trained_groups()
         self.owner = {role: name for name, roles in self.groups.items() for role in roles}
+        unknown = sorted(set(config.role_lr) - set(self.groups))
+        if unknown:
+            raise ValueError(
+                f"role_lr names {unknown}, which are not trained models of this run; "
+                f"its trained models are {list(self.groups)}"
+            )
         self._check_policies()
         self._setup_optimisers()
         rollout = RolloutConfig(
@@ -900,7 +926,9 @@ class Learner(ABC):
         for name, policy in first.items():
             params = [p for p in policy.parameters() if p.requires_grad]
             self.params[name] = params
-            self.optimizers[name], self.schedulers[name] = make_optimizer(params, self.config)
+            self.optimizers[name], self.schedulers[name] = make_optimizer(
+                params, self.config, name
+            )
 
     # -------------------------------------------------------------- the step's parts
     def collect(self) -> RolloutResult:
@@ -919,15 +947,22 @@ class Learner(ABC):
         buffer = self._with_ref_logprobs(buffer)
         stats: dict[str, float] = {}
         skipped = 0.0
+        active = self.active_groups()
         for _ in range(self.config.num_iterations):
             stats = {}
             for name, roles in self.groups.items():
+                if name not in active:
+                    continue
                 samples = {role: buffer.get(role) for role in roles}
                 if any(samples.values()):
                     stats.update(self.optimise(name, samples))
             skipped += sum(v for k, v in stats.items() if k.startswith("optim/skipped/"))
         stats["optim/skipped"] = skipped
         return stats
+
+    def active_groups(self) -> list[str]:
+        """The optimisers that step this step (all of them; a schedule may say otherwise)."""
+        return list(self.groups)
 
     def _with_ref_logprobs(self, buffer: RolloutBuffer) -> RolloutBuffer:
         if not self.refs:

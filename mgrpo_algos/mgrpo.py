@@ -100,6 +100,10 @@ class MGRPOConfig(LearnerConfig):
         store_path: None: the rewards pass through memory; else this SQLite file
             (shared with a sub-agent learner in another process).
         store_timeout: Seconds the sub-agent side waits for the main side's rewards.
+        schedule: Which models step when: ``joint`` (the paper's: every trained model,
+            every step) or ``alternate:N`` (N steps training main with the sub-agents
+            frozen, then N steps training the sub-agents with main frozen, and so on;
+            ``algo="mgrpo"`` only). Every step still collects and scores every role.
 
     The shared settings apply to every agent, each with its own optimiser. ``model``
     is ``tiny`` (fresh tiny models, one per role), a saved policy directory (every
@@ -116,9 +120,15 @@ class MGRPOConfig(LearnerConfig):
     sub_groups: SubGroups = "query"
     store_path: str | None = None
     store_timeout: float = 60.0
+    schedule: str = "joint"
 
     def __post_init__(self) -> None:
         validate_learner_config(self, {"algo": ALGOS, "align": ALIGNS, "sub_groups": SUB_GROUPS})
+        if alternation(self.schedule) and self.algo != "mgrpo":
+            raise ValueError(
+                f"schedule {self.schedule!r} alternates main and the sub-agents, which needs "
+                f"separate trained models (algo='mgrpo'); algo is {self.algo!r}"
+            )
         self.sub_weights = check_weights("sub_weights", self.sub_weights, 3, "(b1, b2, b3)")
         d = self.align_d
         if d is not None and (isinstance(d, bool) or not isinstance(d, int) or d < 1):
@@ -129,6 +139,33 @@ class MGRPOConfig(LearnerConfig):
             raise ValueError(
                 f"store_timeout must be a finite number >= 0, got {self.store_timeout}"
             )
+
+
+def alternation(schedule: str) -> int:
+    """N of ``alternate:N`` (0 for ``joint``).
+
+    Raises:
+        ValueError: For any other schedule, naming the two forms.
+    """
+    if schedule == "joint":
+        return 0
+    kind, _, n = str(schedule).partition(":")
+    if kind == "alternate" and n.isdigit() and int(n) >= 1:
+        return int(n)
+    raise ValueError(f"schedule must be 'joint' or 'alternate:N' with N >= 1, got {schedule!r}")
+
+
+def scheduled_groups(schedule: str, step: int, groups: Mapping[str, Sequence[str]]) -> list[str]:
+    """The optimisers that step at ``step`` (0-based) under ``schedule``.
+
+    ``alternate:N``: steps ``0 .. N-1`` train the models that play main, steps
+    ``N .. 2N-1`` the others, and so on.
+    """
+    n = alternation(schedule)
+    if not n:
+        return list(groups)
+    main_phase = (step // n) % 2 == 0
+    return [name for name, roles in groups.items() if (MAIN in roles) == main_phase]
 
 
 def trained_groups(algo: str, roles: Sequence[str]) -> dict[str, list[str]]:
@@ -265,6 +302,13 @@ class MGRPOTrainer(Learner):
     def shared_model(self) -> bool:
         return self.config.algo == "shared"
 
+    def active_groups(self) -> list[str]:
+        return self.active_groups_at(self.step_idx)
+
+    def active_groups_at(self, step: int) -> list[str]:
+        """The optimisers that step at ``step`` under ``config.schedule``."""
+        return scheduled_groups(self.config.schedule, step, self.groups)
+
     # -------------------------------------------------------------- one step
     def train_step(self) -> dict[str, Any]:
         """collect -> score -> store -> align -> advantages -> loss -> step -> log."""
@@ -280,6 +324,8 @@ class MGRPOTrainer(Learner):
         m.update({"dk/mean": float(dk.mean()), "dk/max": int(dk.max())})
         m["dk/zero_rollouts"] = int((dk == 0).sum())
         m["groups/all_equal/main"] = all_equal_groups(main)
+        active = set(self.active_groups_at(self.step_idx - 1))
+        m.update({f"optim/active/{name}": float(name in active) for name in self.groups})
         m.update(sub.metrics)
         return m
 

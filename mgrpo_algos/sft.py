@@ -20,6 +20,16 @@ same string again; the loss on the second copy only). This is the shortest route
 the "find the earlier occurrence, emit what followed it" circuit (an induction head)
 that every lookup in these tasks needs; the demonstrations alone teach it slowly,
 because most names can be half-guessed from their first word.
+
+Copying one token at a time after the token it followed (an induction head) is not
+enough for numbers spelled digit by digit: in ``d30`` or ``1971`` the same digit
+recurs, so "what followed the last 1" is ambiguous, and the id a searcher must
+visit stands *before* the title that identifies it. ``lookup_steps`` trains that
+directly, on synthetic records: rows of two-word keys and digit-string values (in
+either order, ``key value`` or ``value key``, like "released in 1971" and "d30 Quiet
+Valley"), keys sharing words with each other as near-duplicate titles do, then one
+key again and, as the target, its value. The demonstrations need exactly this to
+read a document id or a year.
 """
 
 from __future__ import annotations
@@ -56,6 +66,12 @@ class SFTConfig:
         copy_steps: Steps of synthetic copying before the demonstrations (0: none).
         copy_length: Tokens in each string to copy.
         copy_batch: Strings per copying step.
+        lookup_steps: Steps of synthetic key -> digit-string lookup, interleaved with
+            the copying steps (0: none).
+        lookup_records: Records in each lookup row.
+        rehearsal: Weight of a synthetic copying batch's loss added to every
+            demonstration step (0: none), so that SFT keeps the copying circuit
+            the synthetic steps built instead of overwriting it.
     """
 
     episodes: int = 400
@@ -69,11 +85,17 @@ class SFTConfig:
     copy_steps: int = 0
     copy_length: int = 48
     copy_batch: int = 32
+    lookup_steps: int = 0
+    lookup_records: int = 8
+    rehearsal: float = 0.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.copy_steps, int) or self.copy_steps < 0:
-            raise ValueError(f"copy_steps must be an int >= 0, got {self.copy_steps!r}")
-        for name in ("episodes", "epochs", "max_batch_tokens", "copy_length", "copy_batch"):
+        for name in ("copy_steps", "lookup_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        names = ("episodes", "epochs", "max_batch_tokens", "copy_length", "copy_batch")
+        for name in (*names, "lookup_records"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
@@ -83,6 +105,8 @@ class SFTConfig:
             raise ValueError(
                 f"context_weight must be a finite number >= 0, got {self.context_weight!r}"
             )
+        if not (self.rehearsal >= 0 and math.isfinite(self.rehearsal)):
+            raise ValueError(f"rehearsal must be a finite number >= 0, got {self.rehearsal!r}")
         if self.grad_clip <= 0:
             raise ValueError(f"grad_clip must be > 0, got {self.grad_clip!r}")
 
@@ -152,36 +176,125 @@ def copy_batch(
     return ids, target
 
 
-def train_copy(policy: Policy, config: SFTConfig, *, progress: bool = True) -> list[float]:
-    """``config.copy_steps`` steps of synthetic copying; returns the loss of every step.
+LOOKUP_VALUE_LENGTHS = (2, 4)
+"""Digits in a lookup value, drawn per step (a document id's, a year's)."""
 
-    The strings are drawn from the policy's non-special tokens; the separator is its
-    end-of-turn token, so the model also learns that a turn boundary does not break
-    a lookup.
+
+def lookup_batch(
+    words: torch.Tensor,
+    digits: torch.Tensor,
+    marks: dict[str, int],
+    batch: int,
+    records: int,
+    value_length: int,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Synthetic lookup rows: ``records`` records, a separator, a key, its value.
+
+    A record is a two-word key (``first second``) and a ``value_length``-digit value, written
+    ``key value\n`` in half the rows and ``value key\n`` in the other half. The keys
+    of a row are distinct pairs drawn from ``records // 2`` first and second words,
+    so most keys share a word with another key. After the separator comes one of
+    the row's keys and a space; the target is that key's value.
+
+    Args:
+        words: Token ids to draw key words from.
+        digits: The token ids of ``0`` .. ``9``.
+        marks: Token ids of ``" "``, ``"\n"`` and ``"sep"``.
+
+    Returns:
+        ``(batch, T)`` token ids, and the ``(batch, T - 1)`` target mask that is 1 on
+        the predictions of the queried value's digits (aligned with `logprobs`).
     """
+    half = max(2, records // 2)
+    space, newline, sep = marks[" "], marks["\n"], marks["sep"]
+    rows = []
+    for b in range(batch):
+        pool = words[torch.randperm(len(words), generator=generator)[: 2 * half]]
+        pairs = torch.randperm(half * half, generator=generator)[:records]
+        gap = torch.full((records,), space)
+        keys = torch.stack([pool[pairs // half], gap, pool[half + pairs % half]], dim=1)  # (R, 3)
+        values = digits[torch.randint(10, (records, value_length), generator=generator)]
+        key_first = b % 2 == 0
+        row: list[torch.Tensor] = []
+        for key, value in zip(keys, values, strict=True):
+            first, second = (key, value) if key_first else (value, key)
+            row += [first, torch.tensor([space]), second, torch.tensor([newline])]
+        q = int(torch.randint(records, (1,), generator=generator))
+        row += [torch.tensor([sep]), keys[q], torch.tensor([space]), values[q]]
+        rows.append(torch.cat(row))
+    ids = torch.stack(rows)  # (B, T): every row has the same layout, so the same length
+    target = torch.zeros(batch, ids.shape[1] - 1, dtype=torch.bool)
+    target[:, -value_length:] = True  # predictions of the last value_length tokens
+    return ids, target
+
+
+def _synthetic_tokens(policy: Policy) -> tuple[torch.Tensor, torch.Tensor, dict[str, int], int]:
+    """The policy's ordinary tokens, its word tokens, its digit and mark ids, its separator."""
     tok = getattr(policy, "tokenizer", None)
     if tok is None:
         raise ValueError(
             f"copy pretraining draws its strings from the policy's tokenizer, and this "
-            f"{type(policy).__name__} has none; set copy_steps=0"
+            f"{type(policy).__name__} has none; set copy_steps=0 and lookup_steps=0"
         )
     special = set(tok.all_special_ids)
-    vocab = torch.tensor([i for i in range(len(tok)) if i not in special], dtype=torch.long)
-    if len(vocab) < 2:
+    ordinary = [i for i in range(len(tok)) if i not in special]
+    if len(ordinary) < 2:
         raise ValueError("copy pretraining needs a tokenizer with at least 2 ordinary tokens")
     sep_id = tok.eos_token_id if tok.eos_token_id is not None else policy.pad_id
+    pieces = {i: tok.convert_ids_to_tokens(i) for i in ordinary}
+    words = [i for i, p in pieces.items() if isinstance(p, str) and len(p) > 1 and p.isalpha()]
+    single = {p: i for i, p in pieces.items() if isinstance(p, str) and len(p) == 1}
+    return torch.tensor(ordinary), torch.tensor(words), {**single, "sep": sep_id}, sep_id
+
+
+def train_copy(policy: Policy, config: SFTConfig, *, progress: bool = True) -> list[float]:
+    """Synthetic pretraining: ``copy_steps`` copying and ``lookup_steps`` lookup steps.
+
+    The two kinds alternate while both last. Copy strings are drawn from the
+    policy's non-special tokens; the separator of both tasks is its end-of-turn
+    token, so the model also learns that a turn boundary does not break a lookup.
+
+    Returns:
+        The loss of every step, in order.
+    """
+    vocab, words, marks, sep_id = _synthetic_tokens(policy)
+    lookup = None
+    if config.lookup_steps:
+        digits = [marks.get(str(d)) for d in range(10)]
+        if None in digits or " " not in marks or "\n" not in marks or len(words) < 8:
+            raise ValueError(
+                "lookup pretraining needs single-token digits, space and newline and at "
+                "least 8 word tokens in the policy's tokenizer; set lookup_steps=0"
+            )
+        lookup = (words, torch.tensor(digits), marks)
+    kinds = interleave(config.copy_steps, config.lookup_steps)
     gen = torch.Generator().manual_seed(config.seed + 1)
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     losses: list[float] = []
-    bar = tqdm(total=config.copy_steps, desc="copy", disable=not progress, unit="step")
-    for _ in range(config.copy_steps):
-        ids, target = copy_batch(vocab, sep_id, config.copy_batch, config.copy_length, gen)
-        logp = policy.logprobs(ids, torch.ones_like(ids))  # (B, 2L)
+    bar = tqdm(total=len(kinds), desc="copy", disable=not progress, unit="step")
+    for kind in kinds:
+        if kind == "copy":
+            ids, target = copy_batch(vocab, sep_id, config.copy_batch, config.copy_length, gen)
+        else:
+            n = LOOKUP_VALUE_LENGTHS[int(torch.randint(2, (1,), generator=gen))]
+            ids, target = lookup_batch(
+                *lookup, config.copy_batch, config.lookup_records, n, gen  # type: ignore[misc]
+            )
+        logp = policy.logprobs(ids, torch.ones_like(ids))  # (B, T-1)
         loss = -masked_mean(logp, target.to(logp.device))
         losses.append(_step(loss, opt, params, config.grad_clip, bar))
     bar.close()
     return losses
+
+
+def interleave(copy_steps: int, lookup_steps: int) -> list[str]:
+    """``"copy"`` and ``"lookup"`` alternating while both last, then the rest of one."""
+    both = min(copy_steps, lookup_steps)
+    return ["copy", "lookup"] * both + ["copy"] * (copy_steps - both) + [
+        "lookup"
+    ] * (lookup_steps - both)
 
 
 def _step(loss: torch.Tensor, opt, params: list, grad_clip: float, bar) -> float:
@@ -206,7 +319,7 @@ def train_sft(
     """Fits ``policy`` to the demonstrations; returns the loss of every step."""
     if not trajs:
         raise ValueError("train_sft() needs demonstrations, got none")
-    if config.copy_steps:
+    if config.copy_steps or config.lookup_steps:
         train_copy(policy, config, progress=progress)
     gen = torch.Generator().manual_seed(config.seed)
     params = [p for p in policy.parameters() if p.requires_grad]
@@ -218,10 +331,19 @@ def train_sft(
         opt, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s / total, 1.0)))
     )
     losses: list[float] = []
+    rehearse = _synthetic_tokens(policy) if config.rehearsal > 0 else None
+    copy_gen = torch.Generator().manual_seed(config.seed + 2)
     bar = tqdm(total=total, desc="sft", disable=not progress, unit="step")
     for _ in range(config.epochs):
         for i in torch.randperm(len(chunks), generator=gen).tolist():
             loss = sft_loss(policy, chunks[i], config.context_weight)
+            if rehearse is not None:
+                vocab, _, _, sep_id = rehearse
+                ids, target = copy_batch(
+                    vocab, sep_id, config.copy_batch, config.copy_length, copy_gen
+                )
+                logp = policy.logprobs(ids, torch.ones_like(ids))  # (B, 2L)
+                loss = loss - config.rehearsal * masked_mean(logp, target.to(logp.device))
             losses.append(_step(loss, opt, params, config.grad_clip, bar))
             sched.step()
     bar.close()

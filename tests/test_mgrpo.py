@@ -680,3 +680,77 @@ def test_a_judge_returning_nan_drops_that_rollout_and_the_rest_trains() -> None:
     assert math.isfinite(m["loss/main"]) and math.isfinite(m[f"loss/{SUB}"])
     for role in ("main", SUB):
         assert not same(before[role], params(trainer.policies[role])), role
+
+
+# --------------------------------------------------------------------------- schedules
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"schedule": "alternate"}, r"schedule must be 'joint' or 'alternate:N' with N >= 1"),
+        ({"schedule": "alternate:0"}, r"schedule must be 'joint' or 'alternate:N'"),
+        ({"schedule": "every"}, r"schedule must be 'joint' or 'alternate:N'"),
+        ({"schedule": "alternate:2", "algo": "shared"}, "needs separate trained models"),
+        ({"schedule": "alternate:2", "algo": "main-only"}, "needs separate trained models"),
+        ({"role_lr": {"main": 0}}, r"role_lr\['main'\] must be a finite number > 0, got 0"),
+        ({"role_lr": {"main": float("nan")}}, r"role_lr\['main'\] must be a finite number"),
+    ],
+)
+def test_schedule_and_role_lr_are_validated(kw, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        MGRPOConfig(**kw)
+
+
+def test_role_lr_must_name_a_trained_model() -> None:
+    with pytest.raises(ValueError, match=r"role_lr names \['searcher'\].*trained models"):
+        MGRPOTrainer(small(algo="main-only", role_lr={"searcher": 1e-3}))
+
+
+def test_alternate_trains_main_then_the_sub_agents_in_blocks_of_n() -> None:
+    trainer = fake_trainer(schedule="alternate:2", steps=6)
+    moved = []
+    for _ in range(6):
+        before = {r: params(p) for r, p in trainer.policies.items()}
+        m = trainer.train_step()
+        changed = {r for r, p in trainer.policies.items() if not same(before[r], params(p))}
+        moved.append(changed)
+        assert {r for r in trainer.roles if m[f"optim/active/{r}"] == 1.0} == changed
+        assert m["reward/sub/mean"] is not None  # every role is scored every step
+    main, sub = {"main"}, {SUB}
+    assert moved == [main, main, sub, sub, main, main]
+    # a frozen phase does not advance that model's schedule
+    assert trainer.schedulers["main"].last_epoch == 4
+    assert trainer.schedulers[SUB].last_epoch == 2
+
+
+def test_joint_trains_every_model_every_step() -> None:
+    trainer = fake_trainer(steps=2)
+    for _ in range(2):
+        before = {r: params(p) for r, p in trainer.policies.items()}
+        m = trainer.train_step()
+        assert all(not same(before[r], params(p)) for r, p in trainer.policies.items())
+        assert m["optim/active/main"] == m[f"optim/active/{SUB}"] == 1.0
+
+
+def test_role_lr_sets_each_optimisers_peak_rate() -> None:
+    trainer = fake_trainer(lr=1e-3, role_lr={SUB: 5e-2})
+    assert trainer.optimizers["main"].param_groups[0]["lr"] == 1e-3
+    assert trainer.optimizers[SUB].param_groups[0]["lr"] == 5e-2
+    trainer.train_step()
+    assert trainer.schedulers[SUB].get_last_lr() == [5e-2]
+
+
+def test_alternate_resumes_in_its_phase(tmp_path) -> None:
+    cfg = {"schedule": "alternate:1", "steps": 3}
+    whole = fake_trainer(tmp_path / "a", **cfg)
+    whole.train(progress=False)
+    half = fake_trainer(tmp_path / "b", **{**cfg, "checkpoint_every": 1})
+    half.train_step()
+    half.save_checkpoint()
+    again = MGRPOTrainer.resume(tmp_path / "b")
+    again.engine = FakeEngine(again.policies)
+    while again.step_idx < 3:
+        again.train_step()
+    for role in whole.roles:
+        assert same(params(whole.policies[role]), params(again.policies[role]))

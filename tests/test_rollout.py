@@ -13,6 +13,8 @@ from mgrpo_algos.sft import (
     SFTConfig,
     collect_demonstrations,
     copy_batch,
+    interleave,
+    lookup_batch,
     expert_script,
     tiny_policies,
     train_copy,
@@ -168,6 +170,73 @@ def test_copy_settings_are_validated() -> None:
         SFTConfig(copy_steps=-1)
     with pytest.raises(ValueError, match="copy_length"):
         SFTConfig(copy_length=0)
+    with pytest.raises(ValueError, match="lookup_steps must be an int >= 0, got -2"):
+        SFTConfig(lookup_steps=-2)
+    with pytest.raises(ValueError, match="lookup_records"):
+        SFTConfig(lookup_records=0)
+    with pytest.raises(ValueError, match="rehearsal must be a finite number >= 0"):
+        SFTConfig(rehearsal=-0.5)
+
+
+def test_lookup_batch_asks_for_one_records_value_by_its_key() -> None:
+    words = torch.arange(100, 120)
+    digits = torch.arange(10, 20)
+    marks = {" ": 1, "\n": 3, "sep": 2}
+    gen = torch.Generator().manual_seed(0)
+    ids, target = lookup_batch(words, digits, marks, 4, records=6, value_length=4, generator=gen)
+    assert target.shape == (4, ids.shape[1] - 1) and (target.sum(1) == 4).all()
+    for b, row in enumerate(ids.tolist()):
+        sep = row.index(2)
+        lines = [line for line in _split(row[:sep], 3)]
+        query, value = row[sep + 1 : sep + 4], row[sep + 5 :]
+        assert len(lines) == 6 and len(value) == 4 and row[sep + 4] == 1
+        assert all(t in range(10, 20) for t in value)
+        keys = [(line[:3], line[4:]) if b % 2 == 0 else (line[5:], line[:4]) for line in lines]
+        assert len({tuple(k) for k, _ in keys}) == 6  # distinct keys
+        assert [v for k, v in keys if k == query] == [value]  # the target is the key's value
+        firsts = [k[0] for k, _ in keys]
+        assert len(set(firsts)) < len(firsts)  # keys share words, as near-duplicate titles do
+        # logprobs() row t predicts token t + 1: the targets are exactly the value
+        assert [row[t + 1] for t in range(len(row) - 1) if target[b, t]] == value
+
+
+def _split(row: list[int], sep: int) -> list[list[int]]:
+    lines, line = [], []
+    for t in row:
+        if t == sep:
+            lines.append(line)
+            line = []
+        else:
+            line.append(t)
+    return lines
+
+
+def test_copy_and_lookup_steps_interleave() -> None:
+    assert interleave(2, 3) == ["copy", "lookup", "copy", "lookup", "lookup"]
+    assert interleave(3, 0) == ["copy"] * 3 and interleave(0, 0) == []
+
+
+def test_lookup_pretraining_runs_on_the_tiny_tokenizer() -> None:
+    fresh = HFPolicy.tiny(env_fn(), size="micro", seed=2)
+    cfg = SFTConfig(copy_steps=2, lookup_steps=3, copy_length=8, copy_batch=4, lr=3e-3)
+    losses = train_copy(fresh, cfg, progress=False)
+    assert len(losses) == 5 and np.isfinite(losses).all()
+
+
+def test_rehearsal_adds_the_copying_loss_to_every_demonstration_step() -> None:
+    env = env_fn()
+    demos = collect_demonstrations(env_fn, tiny_policies(env, size="micro"), 2)
+    plain, mixed = (
+        train_sft(
+            HFPolicy.tiny(env, size="micro", seed=3),
+            demos,
+            SFTConfig(epochs=1, rehearsal=w, copy_length=8, copy_batch=4),
+            progress=False,
+        )
+        for w in (0.0, 1.0)
+    )
+    # the first step's loss is the same model's: the rehearsal adds ~log(vocab) nats
+    assert len(plain) == len(mixed) and mixed[0] > plain[0] + 3
 
 
 def test_copy_pretraining_needs_a_tokenizer() -> None:

@@ -197,7 +197,10 @@ class RayBackend:
     def update(self, buffer: RolloutBuffer) -> dict[str, float]:
         """Every trained model's update on its role actor, all at once (as ``Learner.update``)."""
         futures = {}
+        active = self.active_groups()  # type: ignore[attr-defined]
         for name, roles in self.groups.items():
+            if name not in active:
+                continue
             samples = {role: buffer.get(role) for role in roles}
             if any(samples.values()):
                 self.bytes_moved += len(pickle.dumps(samples, protocol=5))

@@ -139,7 +139,7 @@ class RoleModel:
         if trained:
             params = [p for p in self.policy.parameters() if p.requires_grad]
             self.params[name] = params
-            optimizer, scheduler = make_optimizer(params, config)
+            optimizer, scheduler = make_optimizer(params, config, name)
             if optimizer_state is not None:
                 optimizer.load_state_dict(optimizer_state)
             if scheduler_state is not None:
