@@ -8,6 +8,10 @@ number of environment episodes (steps x queries x group):
     main-only  ``MGRPOTrainer(algo="main-only")``: the searcher frozen at its warm start
     single     ``GRPOTrainer``: one policy with every tool on the single-agent view
     shared     (only with ``--arms``) ``MGRPOTrainer(algo="shared")``: one model, every role
+    mgrpo-subtask    (only with ``--arms``) M-GRPO with sub-agent groups per subtask
+    mgrpo-alternate  (only with ``--arms``) M-GRPO with ``schedule="alternate:N"``
+                     (``--alternate N``, default 6)
+    no-sync          (only with ``--arms``) M-GRPO with ``align="none"`` (unsynchronised)
 
 Warm starts (same tiny size, SFT settings and expert episodes for each): ``multi``
 (one policy per role of the AEC env, saved as ``multi/<role>/``; mgrpo and
@@ -80,8 +84,33 @@ from mgrpo_algos.sft import SFTConfig, recipe, tiny_policies, warm_start
 
 ENV = "research_v0"
 SIGNAL_SAMPLING_SEED = 0  # the learning-signal probe's generator (evaluate's default seed)
-ARMS = ("mgrpo", "main-only", "single", "shared")
-WARM_START_OF = {"mgrpo": "multi", "main-only": "multi", "single": "single", "shared": "shared"}
+ARMS = (
+    "mgrpo",
+    "main-only",
+    "single",
+    "shared",
+    "mgrpo-subtask",
+    "mgrpo-alternate",
+    "no-sync",
+)
+ARM_OPTIONS: dict[str, dict[str, Any]] = {
+    "mgrpo": {"algo": "mgrpo"},
+    "main-only": {"algo": "main-only"},
+    "shared": {"algo": "shared"},
+    "mgrpo-subtask": {"algo": "mgrpo", "sub_groups": "subtask"},
+    "mgrpo-alternate": {"algo": "mgrpo"},  # schedule alternate:N, N from the settings
+    "no-sync": {"algo": "mgrpo", "align": "none"},
+}
+"""The MGRPOConfig options of each multi-agent arm (``single`` is GRPOTrainer)."""
+WARM_START_OF = {
+    "mgrpo": "multi",
+    "main-only": "multi",
+    "single": "single",
+    "shared": "shared",
+    "mgrpo-subtask": "multi",
+    "mgrpo-alternate": "multi",
+    "no-sync": "multi",
+}
 Reuse = Literal["matching", "any", "never"]
 """Which cached warm starts to use: those with this run's stamp, any that is there, none."""
 
@@ -99,6 +128,7 @@ class Settings:
         sft_epochs: Passes over them.
         sft_copy_steps: Steps of synthetic copying before the demonstrations (the
             rest of the SFT recipe is ``mgrpo_algos.sft.RECIPE``).
+        sft_lookup_steps: Steps of synthetic lookup, interleaved with the copying.
         sft_shared: Train the ``multi`` warm start as one model on every role's
             demonstrations and give each role its own copy of it (else one model
             per role, each on its own role's demonstrations).
@@ -107,6 +137,7 @@ class Settings:
         group: Rollouts per query.
         lr: RL learning rate.
         loss: RL ``loss_type``.
+        alternate: N of the ``mgrpo-alternate`` arm's ``schedule="alternate:N"``.
         sub_groups: M-GRPO's ``sub_groups`` (``query``: the paper's sub-agent groups;
             ``subtask``: the query's calls on the same subtask).
         max_new_tokens: Tokens per agent turn (training and evaluation).
@@ -124,6 +155,7 @@ class Settings:
     sft_episodes: int = 2000
     sft_epochs: int = 3
     sft_copy_steps: int = 400
+    sft_lookup_steps: int = 0
     sft_shared: bool = True
     steps: int = 30
     queries: int = 8
@@ -131,6 +163,7 @@ class Settings:
     lr: float = 1e-4
     loss: str = "dapo"
     sub_groups: str = "query"
+    alternate: int = 6
     max_new_tokens: int = 40
     eval_episodes: int = 200
     eval_every: int = 0
@@ -166,7 +199,10 @@ class Settings:
     def sft_config(self) -> SFTConfig:
         """The warm starts' SFT settings: ``mgrpo_algos.sft.RECIPE`` with these."""
         return recipe(
-            episodes=self.sft_episodes, epochs=self.sft_epochs, copy_steps=self.sft_copy_steps
+            episodes=self.sft_episodes,
+            epochs=self.sft_epochs,
+            copy_steps=self.sft_copy_steps,
+            lookup_steps=self.sft_lookup_steps,
         )
 
     def sft_key(self) -> dict[str, Any]:
@@ -192,6 +228,7 @@ PRESETS = {
         sft_episodes=8,
         sft_epochs=1,
         sft_copy_steps=4,
+        sft_lookup_steps=4,
         steps=2,
         queries=2,
         group=4,
@@ -433,7 +470,10 @@ def make_trainer(arm: str, seed: int, s: Settings, warm_dir: Path, run_dir: Path
     model = str(warm_dir / WARM_START_OF[arm])
     if arm == "single":
         return GRPOTrainer(GRPOConfig(model=model, **common), out_dir=run_dir)
-    config = MGRPOConfig(algo=arm, model=model, sub_groups=s.sub_groups, **common)
+    options = {"sub_groups": s.sub_groups, **ARM_OPTIONS[arm]}
+    if arm == "mgrpo-alternate":
+        options["schedule"] = f"alternate:{s.alternate}"
+    config = MGRPOConfig(model=model, **options, **common)
     return MGRPOTrainer(config, out_dir=run_dir)
 
 
@@ -720,6 +760,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--size", choices=["micro", "small", "base"])
     p.add_argument("--loss", choices=["grpo", "dr_grpo", "dapo", "gspo"])
     p.add_argument("--sub-groups", choices=["query", "subtask"])
+    p.add_argument("--alternate", type=int, help="N of the mgrpo-alternate arm (default 6)")
     for name, kind in (
         ("sft-episodes", int),
         ("sft-epochs", int),

@@ -72,6 +72,12 @@ def parse_args() -> argparse.Namespace:
         help="steps of synthetic copying before the demonstrations (default 400; quick 50)",
     )
     parser.add_argument(
+        "--lookup-steps",
+        type=int,
+        default=None,
+        help="steps of synthetic lookup, interleaved with the copying (default: the recipe's)",
+    )
+    parser.add_argument(
         "--context-weight",
         type=float,
         default=RECIPE.context_weight,
@@ -96,6 +102,9 @@ def main() -> None:
     epochs = args.epochs or (1 if args.quick else 3)
     episodes = args.episodes or (20 if args.quick else 200)
     copy_steps = args.copy_steps if args.copy_steps is not None else (50 if args.quick else 400)
+    lookup_steps = args.lookup_steps
+    if lookup_steps is None:
+        lookup_steps = RECIPE.lookup_steps
 
     def env_fn():
         return mgrpo_envs.make("research_v0", difficulty=args.difficulty)
@@ -117,6 +126,7 @@ def main() -> None:
         seed=args.seed,
         context_weight=args.context_weight,
         copy_steps=copy_steps,
+        lookup_steps=lookup_steps,
     )
     history = warm_start(env_fn, policies, cfg, progress=not args.quick)
     sft_seconds = time.perf_counter() - t0
@@ -143,6 +153,7 @@ def main() -> None:
             "lr": args.lr,
             "context_weight": args.context_weight,
             "copy_steps": copy_steps,
+            "lookup_steps": lookup_steps,
             "batch_tokens": args.batch_tokens,
             "sft_seconds": sft_seconds,
             "final_loss": losses,

@@ -245,6 +245,7 @@ class SFTArgs(SFTConfig):
     max_batch_tokens: int = RECIPE.max_batch_tokens
     context_weight: float = RECIPE.context_weight
     copy_steps: int = RECIPE.copy_steps
+    lookup_steps: int = RECIPE.lookup_steps
     env: str = "research_v0"
     out: str = "runs/sft"
     difficulty: Difficulty = "easy"
@@ -325,6 +326,7 @@ def demo(argv: list[str]) -> int:
             sft_episodes=16,
             sft_epochs=1,
             sft_copy_steps=4,
+            sft_lookup_steps=4,
             steps=1,
             queries=2,
             group_size=2,

@@ -585,8 +585,10 @@ def check_role_lr(value: Any) -> None:
     if not isinstance(value, dict):
         raise ValueError(f"role_lr must be a dict of name -> learning rate, got {value!r}")
     for name, lr in value.items():
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (
-            math.isfinite(lr) and lr > 0
+        if (
+            isinstance(lr, bool)
+            or not isinstance(lr, (int, float))
+            or not (math.isfinite(lr) and lr > 0)
         ):
             raise ValueError(f"role_lr[{name!r}] must be a finite number > 0, got {lr!r}")
 
@@ -926,9 +928,7 @@ class Learner(ABC):
         for name, policy in first.items():
             params = [p for p in policy.parameters() if p.requires_grad]
             self.params[name] = params
-            self.optimizers[name], self.schedulers[name] = make_optimizer(
-                params, self.config, name
-            )
+            self.optimizers[name], self.schedulers[name] = make_optimizer(params, self.config, name)
 
     # -------------------------------------------------------------- the step's parts
     def collect(self) -> RolloutResult:

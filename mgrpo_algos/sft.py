@@ -72,6 +72,7 @@ class SFTConfig:
         rehearsal: Weight of a synthetic copying batch's loss added to every
             demonstration step (0: none), so that SFT keeps the copying circuit
             the synthetic steps built instead of overwriting it.
+        rehearsal_batch: Strings in each rehearsal batch.
     """
 
     episodes: int = 400
@@ -88,6 +89,7 @@ class SFTConfig:
     lookup_steps: int = 0
     lookup_records: int = 8
     rehearsal: float = 0.0
+    rehearsal_batch: int = 8
 
     def __post_init__(self) -> None:
         for name in ("copy_steps", "lookup_steps"):
@@ -95,7 +97,7 @@ class SFTConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an int >= 0, got {value!r}")
         names = ("episodes", "epochs", "max_batch_tokens", "copy_length", "copy_batch")
-        for name in (*names, "lookup_records"):
+        for name in (*names, "lookup_records", "rehearsal_batch"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
@@ -112,11 +114,18 @@ class SFTConfig:
 
 
 RECIPE = SFTConfig(
-    episodes=1500, epochs=3, lr=1e-3, max_batch_tokens=2048, context_weight=1.0, copy_steps=400
+    episodes=1500,
+    epochs=3,
+    lr=1e-3,
+    max_batch_tokens=2048,
+    context_weight=1.0,
+    copy_steps=400,
+    lookup_steps=0,
 )
 """The warm start of the demo, the benchmarks and ``mgrpo sft``: 400 steps of copying,
-then 3 epochs of the expert's episodes in 2,048-token batches at lr 1e-3, with the
-context's language-modelling loss (figures: docs/results.md)."""
+then 3 epochs of the expert's episodes in 2,048-token
+batches at lr 1e-3, with the context's language-modelling loss (figures:
+docs/results.md)."""
 
 
 def recipe(**changes: Any) -> SFTConfig:
@@ -280,7 +289,11 @@ def train_copy(policy: Policy, config: SFTConfig, *, progress: bool = True) -> l
         else:
             n = LOOKUP_VALUE_LENGTHS[int(torch.randint(2, (1,), generator=gen))]
             ids, target = lookup_batch(
-                *lookup, config.copy_batch, config.lookup_records, n, gen  # type: ignore[misc]
+                *lookup,
+                config.copy_batch,
+                config.lookup_records,
+                n,
+                gen,  # type: ignore[misc]
             )
         logp = policy.logprobs(ids, torch.ones_like(ids))  # (B, T-1)
         loss = -masked_mean(logp, target.to(logp.device))
@@ -292,9 +305,11 @@ def train_copy(policy: Policy, config: SFTConfig, *, progress: bool = True) -> l
 def interleave(copy_steps: int, lookup_steps: int) -> list[str]:
     """``"copy"`` and ``"lookup"`` alternating while both last, then the rest of one."""
     both = min(copy_steps, lookup_steps)
-    return ["copy", "lookup"] * both + ["copy"] * (copy_steps - both) + [
-        "lookup"
-    ] * (lookup_steps - both)
+    return (
+        ["copy", "lookup"] * both
+        + ["copy"] * (copy_steps - both)
+        + ["lookup"] * (lookup_steps - both)
+    )
 
 
 def _step(loss: torch.Tensor, opt, params: list, grad_clip: float, bar) -> float:
@@ -340,7 +355,7 @@ def train_sft(
             if rehearse is not None:
                 vocab, _, _, sep_id = rehearse
                 ids, target = copy_batch(
-                    vocab, sep_id, config.copy_batch, config.copy_length, copy_gen
+                    vocab, sep_id, config.rehearsal_batch, config.copy_length, copy_gen
                 )
                 logp = policy.logprobs(ids, torch.ones_like(ids))  # (B, 2L)
                 loss = loss - config.rehearsal * masked_mean(logp, target.to(logp.device))

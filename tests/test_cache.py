@@ -24,7 +24,9 @@ from mgrpo_algos.demo import (
 )
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-TINY = DemoSettings(sft_episodes=2, sft_epochs=1, sft_copy_steps=1, eval_episodes=2)
+TINY = DemoSettings(
+    sft_episodes=2, sft_epochs=1, sft_copy_steps=1, sft_lookup_steps=1, eval_episodes=2
+)
 
 
 @pytest.fixture(autouse=True)
@@ -118,7 +120,7 @@ def test_grpo_learning_warm_start_is_cached_by_its_stamp(
     args = argparse.Namespace(quick=True, difficulty="easy", size="micro", out=str(tmp_path))
     args.cache = True
     recipe = grpo_learning.warm_start_recipe(args)
-    recipe["sft"] |= {"episodes": 2, "copy_steps": 1}  # seconds, not a useful model
+    recipe["sft"] |= {"episodes": 2, "copy_steps": 1, "lookup_steps": 1}  # seconds, no use
     monkeypatch.setattr(grpo_learning, "warm_start_recipe", lambda a: recipe)
 
     def env_fn():

@@ -179,7 +179,8 @@ def test_a_plug_in_env_is_recorded_so_eval_needs_no_env_flag(tmp_path) -> None:
 
 def test_sft_saves_a_warm_start_that_train_starts_from(tmp_path, capsys) -> None:
     warm = tmp_path / "sft"
-    args = ["--episodes", "4", "--epochs", "1", "--copy-steps", "2", "--eval-episodes", "2"]
+    args = ["--episodes", "4", "--epochs", "1", "--copy-steps", "2", "--lookup-steps", "2"]
+    args += ["--eval-episodes", "2"]
     assert main(["sft", *args, *ENV, "--out", str(warm)]) == 0
     summary = last_json(capsys)
     assert summary["roles"] == ["main", "searcher"] and summary["success"]["n"] == 2

@@ -136,3 +136,25 @@ def test_subtask_signal_splits_the_variance_by_hand(bench) -> None:
         "between_subtask_share": 0.0,
         "subtask_groups_differing": 0.0,
     }
+
+
+def test_the_m_grpo_variant_arms_set_their_options(bench, tmp_path) -> None:
+    import mgrpo_envs
+    from mgrpo_algos.policies import HFPolicy
+
+    warm = tmp_path / "warm"
+    env = mgrpo_envs.make("research_v0", difficulty="easy")
+    for role in env.possible_agents:
+        HFPolicy.tiny(env, size="micro").save(warm / "multi" / role)
+    s = bench.Settings(size="micro", steps=2, queries=1, group=2, alternate=3)
+    want = {
+        "mgrpo": ("mgrpo", "query", "duplicate_drop", "joint"),
+        "main-only": ("main-only", "query", "duplicate_drop", "joint"),
+        "mgrpo-subtask": ("mgrpo", "subtask", "duplicate_drop", "joint"),
+        "mgrpo-alternate": ("mgrpo", "query", "duplicate_drop", "alternate:3"),
+        "no-sync": ("mgrpo", "query", "none", "joint"),
+    }
+    for arm, options in want.items():
+        c = bench.make_trainer(arm, 0, s, warm, tmp_path / arm).config
+        assert (c.algo, c.sub_groups, c.align, c.schedule) == options, arm
+    assert set(want) | {"single", "shared"} == set(bench.ARMS) == set(bench.WARM_START_OF)
