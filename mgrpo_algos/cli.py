@@ -296,7 +296,11 @@ class DemoArgs:
     Attributes:
         difficulty: research_v0's difficulty.
         steps: M-GRPO steps (None: the demo's default).
+        lr: M-GRPO learning rate (None: the demo's default).
         episodes: Held-out evaluation episodes (None: the demo's default).
+        sft_lookup_steps: Steps of synthetic lookup in the warm start (None: the
+            recipe's; see mgrpo_algos.sft.SFTConfig).
+        sft_rehearsal: Weight of the copying rehearsal during SFT (None: the recipe's).
         seed: Seeds the warm start, training and evaluation sampling.
         out: Where the warm-start cache and the run's files go.
         quick: Tiny sizes: a few seconds, to check that everything runs.
@@ -305,7 +309,10 @@ class DemoArgs:
 
     difficulty: Difficulty = "easy"
     steps: int | None = None
+    lr: float | None = None
     episodes: int | None = None
+    sft_lookup_steps: int | None = None
+    sft_rehearsal: float | None = None
     seed: int = 0
     out: str = "runs/demo"
     quick: bool = False
@@ -332,10 +339,14 @@ def demo(argv: list[str]) -> int:
             group_size=2,
             eval_episodes=4,
         )
-    if args.steps is not None:
-        settings = replace(settings, steps=args.steps)
-    if args.episodes is not None:
-        settings = replace(settings, eval_episodes=args.episodes)
+    given = {
+        "steps": args.steps,
+        "lr": args.lr,
+        "eval_episodes": args.episodes,
+        "sft_lookup_steps": args.sft_lookup_steps,
+        "sft_rehearsal": args.sft_rehearsal,
+    }
+    settings = replace(settings, **{k: v for k, v in given.items() if v is not None})
     print(json.dumps(run_demo(settings, args.out, cache=not args.no_cache)))
     return 0
 

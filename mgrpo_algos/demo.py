@@ -35,7 +35,7 @@ import mgrpo_envs
 from mgrpo_algos.evaluate import EvalResult, eval_seeds, evaluate
 from mgrpo_algos.metrics import format_rate, machine, wilson_interval
 from mgrpo_algos.provenance import cache_stamp, provenance
-from mgrpo_algos.sft import SFTConfig, recipe
+from mgrpo_algos.sft import RECIPE, SFTConfig, recipe
 from mgrpo_envs.testing import play_episode, random_tool_action
 
 STAMP_FILE = "stamp.json"
@@ -52,8 +52,8 @@ class DemoSettings:
     sft_episodes: int = 1500  # the rest of the SFT recipe: mgrpo_algos.sft.RECIPE
     sft_epochs: int = 3
     sft_copy_steps: int = 400
-    sft_lookup_steps: int = 0
-    sft_rehearsal: float = 0.0
+    sft_lookup_steps: int = RECIPE.lookup_steps
+    sft_rehearsal: float = RECIPE.rehearsal
     sft_shared: bool = True  # one model learns every role's demonstrations; each role gets a copy
     numbers: bool = False  # document ids and years as single tokens (HFPolicy.tiny(numbers=True))
     steps: int = 6
