@@ -11,9 +11,9 @@ Five stages, each printed as it runs:
 4. M-GRPO: one policy and one optimiser per role, a few steps, ``OUT/mgrpo/metrics.jsonl``;
 5. success of the trained agents on the same held-out episodes.
 
-Stages 3 and 5 also print each agent on its own: main's success with scripted
+Stages 3 and 5 also print each agent's own figure: main's success with scripted
 (expert) sub-agents, and the share of each sub-agent's calls that returned the fact
-asked for with a scripted main, so that the user sees what each agent learned.
+asked for, so that the user sees what each agent learned.
 
 Every held-out figure comes from :func:`mgrpo_algos.evaluate.evaluate`. The last
 line printed is one JSON object with both success rates, their 95% Wilson
@@ -143,19 +143,22 @@ def _rate(result: EvalResult) -> dict[str, Any]:
     return {**result.to_dict(), "text": result.text}
 
 
-def role_figures(env_fn, policies, episodes: int) -> dict[str, Any]:
-    """What each agent does on its own, the other side played by the scripted expert.
+def role_figures(env_fn, policies, episodes: int, system: dict[str, Any]) -> dict[str, Any]:
+    """What each agent does: main with the other side played by the scripted expert.
+
+    Args:
+        system: The whole system's evaluation (``_rate`` of an EvalResult), whose
+            per-call sub-agent figures are reused.
 
     Returns:
         ``main``: main's success with expert sub-agents (an EvalResult dict); per
-        sub-agent role, the share of its calls that returned the fact asked for,
-        with an expert main (``{"calls", "accuracy"}``).
+        sub-agent role, the share of its calls in the whole system's evaluation
+        that returned the fact asked for (``{"calls", "accuracy"}``).
     """
     roles = env_fn().possible_agents
     subs = [r for r in roles if r != "main"]
     main = evaluate(env_fn, policies, episodes, scripted=subs)
-    alone = evaluate(env_fn, policies, episodes, scripted=("main",))
-    return {"main": _rate(main), **alone.sub_calls}
+    return {"main": _rate(main), **system["sub_calls"]}
 
 
 def role_text(figures: dict[str, Any]) -> str:
@@ -163,10 +166,7 @@ def role_text(figures: dict[str, Any]) -> str:
     parts = [f"main with expert sub-agents {figures['main']['text']}"]
     for role, stats in figures.items():
         if role != "main":
-            parts.append(
-                f"{role} calls right with an expert main {stats['accuracy']:.3f} "
-                f"(n={stats['calls']})"
-            )
+            parts.append(f"{role} calls right {stats['accuracy']:.3f} (n={stats['calls']})")
     return "; ".join(parts)
 
 
@@ -265,13 +265,13 @@ def run_demo(
         shutil.rmtree(run_dir)
     trainer = MGRPOTrainer(config, out_dir=run_dir)
     before = _rate(evaluate(env_fn, trainer.policies, s.eval_episodes))
-    roles_before = role_figures(env_fn, trainer.policies, s.eval_episodes)
+    roles_before = role_figures(env_fn, trainer.policies, s.eval_episodes, before)
     print(f"[3/5] warm start      success {before['text']}")
     print(f"      {role_text(roles_before)}")
     print(f"[4/5] M-GRPO: {s.steps} steps x {s.queries} queries x {s.group_size} rollouts")
     trainer.train(progress=True)
     after = _rate(evaluate(env_fn, trainer.policies, s.eval_episodes))
-    roles_after = role_figures(env_fn, trainer.policies, s.eval_episodes)
+    roles_after = role_figures(env_fn, trainer.policies, s.eval_episodes, after)
     print(f"[5/5] after M-GRPO    success {after['text']}")
     print(f"      {role_text(roles_after)}")
     ckpt = latest_checkpoint(run_dir)  # train() wrote it at the last step

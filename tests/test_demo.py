@@ -26,9 +26,9 @@ def test_quick_demo_runs_every_stage_and_reuses_its_warm_start(
     for stage in ("before", "after"):  # each agent on its own, the other side scripted
         roles = summary["roles"][stage]
         assert roles["main"]["scripted"] == ["searcher"] and roles["main"]["n"] == 4
-        assert 0.0 <= roles["searcher"]["accuracy"] <= 1.0 and roles["searcher"]["calls"] > 0
+        assert roles["searcher"] == summary[stage]["sub_calls"]["searcher"]
     assert "main with expert sub-agents" in printed
-    assert "searcher calls right with an expert main" in printed
+    assert "searcher calls right" in printed
     assert summary["provenance"] == provenance.provenance()
     lines = (out / "mgrpo" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1]
