@@ -28,8 +28,9 @@ visit stands *before* the title that identifies it. ``lookup_steps`` trains that
 directly, on synthetic records: rows of two-word keys and digit-string values (in
 either order, ``key value`` or ``value key``, like "released in 1971" and "d30 Quiet
 Valley"), keys sharing words with each other as near-duplicate titles do, then one
-key again and, as the target, its value. The demonstrations need exactly this to
-read a document id or a year.
+key again and, as the target, its value: what reading a document id or a year
+needs. Measured, it helped one seed of two (docs/results.md), so it is off in the
+recipe.
 """
 
 from __future__ import annotations
@@ -202,7 +203,7 @@ def lookup_batch(
 
     A record is a two-word key (``first second``) and a ``value_length``-digit value, written
     ``key value\n`` in half the rows and ``value key\n`` in the other half. The keys
-    of a row are distinct pairs drawn from ``records // 2`` first and second words,
+    of a row are distinct pairs drawn from ``ceil(records / 2)`` first and second words,
     so most keys share a word with another key. After the separator comes one of
     the row's keys and a space; the target is that key's value.
 
@@ -215,7 +216,7 @@ def lookup_batch(
         ``(batch, T)`` token ids, and the ``(batch, T - 1)`` target mask that is 1 on
         the predictions of the queried value's digits (aligned with `logprobs`).
     """
-    half = max(2, records // 2)
+    half = max(2, (records + 1) // 2)  # half * half >= records distinct keys
     space, newline, sep = marks[" "], marks["\n"], marks["sep"]
     rows = []
     for b in range(batch):
