@@ -3,7 +3,9 @@
 The same M-GRPO run (``research_v0`` easy with short budgets, tiny micro models, one
 torch thread in every process) is trained by the embedded learner and by the Ray
 backend with 1 and 2 rollout workers (one set of actors: a pool of 2 workers, the
-step's slices sent to the first 1 or 2), on a local Ray of 2 CPUs. Each figure is the
+step's slices sent to the first 1 or 2), and with 1 worker and ``sync="off"`` (the
+next step played while this one updates; its ``staleness`` is the median of the
+steps' mean sample staleness), on a local Ray of 2 CPUs. Each figure is the
 median of 3 timed trials of a few steps each, after one warm-up step (actors start
 before it, outside the timing). ``bytes_per_step`` is the median of the Ray steps'
 ``perf/bytes_moved``: the serialized sizes of everything that crossed an actor
@@ -16,7 +18,7 @@ breakdown per part.
 
 The last line of output is one JSON object: ``ray_vs_embedded`` (steps/s ratio per
 worker count), ``workers`` (steps/s and bytes per worker count), ``embedded``,
-``bytes_per_step`` and the machine.
+``bytes_per_step``, ``sync_off`` and the machine.
 """
 
 from __future__ import annotations
@@ -98,6 +100,17 @@ def main() -> None:
                     f"{workers[n]['bytes_per_step']['bytes_moved'] / 1024:.0f} KiB/step",
                     flush=True,
                 )
+        # asynchronous: the next step is played while this one updates (1 worker)
+        off = config(args, backend="ray", rollout_workers=1, sync="off", max_staleness=1)
+        with RayMGRPOTrainer(off) as learner:
+            rate, metrics = timed(learner, args.trials, args.steps)
+        staleness = median([m["staleness/mean"] for m in metrics])
+        sync_off = {"steps_per_s": rate, "vs_embedded": rate / embedded, "staleness": staleness}
+        print(
+            f"ray, 1 rollout worker, sync off: {rate:.2f} steps/s ({rate / embedded:.2f}x), "
+            f"mean staleness {staleness:.2f} updates",
+            flush=True,
+        )
     finally:
         ray.shutdown()
     emit(
@@ -117,6 +130,7 @@ def main() -> None:
             "workers": workers,
             "ray_vs_embedded": {n: w["steps_per_s"] / embedded for n, w in workers.items()},
             "bytes_per_step": {n: w["bytes_per_step"]["bytes_moved"] for n, w in workers.items()},
+            "sync_off": sync_off,
         }
     )
 

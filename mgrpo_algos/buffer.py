@@ -43,6 +43,8 @@ class Trajectory:
         truncated: The call outgrew the model's context and was cut short.
         num_turns: Agent outputs in the call.
         duplicate: A copy made by trajectory alignment (M-GRPO sec. 3.3).
+        policy_version: The oldest weight version that sampled any of its tokens
+            (``GenerationOutput.policy_version``); None when the policy reports none.
     """
 
     agent: str
@@ -58,6 +60,7 @@ class Trajectory:
     truncated: bool = False
     num_turns: int = 0
     duplicate: bool = False
+    policy_version: int | None = None
 
     def __post_init__(self) -> None:
         n = len(self.input_ids)

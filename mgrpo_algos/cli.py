@@ -21,6 +21,7 @@ from typing import Any, Literal
 import tyro
 
 import mgrpo_envs
+from mgrpo_algos.distributed import RoleActorLost
 from mgrpo_algos.grpo import GRPOConfig
 from mgrpo_algos.mgrpo import MGRPOConfig
 from mgrpo_algos.sft import RECIPE, SFTConfig
@@ -377,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         warnings.showwarning = _one_line_warning
         try:
             return COMMANDS[name](rest)
-        except (ValueError, StoreError, OSError) as err:
+        except (ValueError, StoreError, OSError, RoleActorLost) as err:
             raise SystemExit(f"mgrpo {name}: {err}") from err
 
 

@@ -54,6 +54,7 @@ class DemoSettings:
     sft_copy_steps: int = 400
     sft_lookup_steps: int = RECIPE.lookup_steps
     sft_rehearsal: float = RECIPE.rehearsal
+    sft_copy_digits: float = RECIPE.copy_digits
     sft_shared: bool = True  # one model learns every role's demonstrations; each role gets a copy
     numbers: bool = False  # document ids and years as single tokens (HFPolicy.tiny(numbers=True))
     steps: int = 6
@@ -71,6 +72,7 @@ class DemoSettings:
             copy_steps=self.sft_copy_steps,
             lookup_steps=self.sft_lookup_steps,
             rehearsal=self.sft_rehearsal,
+            copy_digits=self.sft_copy_digits,
             seed=self.seed,
         )
 

@@ -135,6 +135,14 @@ class LearnerConfig:
         role_resources: Ray resources per model (``main``, a sub-agent role,
             ``shared``) or ``rollout`` (each rollout worker): ``num_cpus``,
             ``num_gpus``, ``memory``; e.g. ``{"main": {"num_gpus": 1}}``.
+        sync: ``on``: each step's episodes are played with the weights of that step
+            (on-policy, the paper's default); ``off``: the rollout workers play the
+            next steps' episodes while the models update, so a sample may come from
+            weights up to ``max_staleness`` updates old (the clipped ratio against its
+            sampling log-probs corrects for it); ``ray`` backend only.
+        max_staleness: With ``sync="off"``: steps collected ahead, and the most
+            updates a trained sample's weights may lag its model's (older ones are
+            dropped and counted in ``staleness/dropped``).
     """
 
     algo: str = "grpo"
@@ -173,6 +181,8 @@ class LearnerConfig:
     ray_address: str | None = None
     rollout_workers: int = 1
     role_resources: dict[str, dict[str, float]] = field(default_factory=dict)
+    sync: Literal["on", "off"] = "on"
+    max_staleness: int = 1
 
     def __post_init__(self) -> None:
         validate_learner_config(self, {})
@@ -213,6 +223,7 @@ def validate_learner_config(config: Any, choices: dict[str, Sequence[str]]) -> N
         "tiny_size": ("micro", "small", "base"),
         "format_reward": FORMAT_REWARDS,
         "backend": ("embedded", "ray"),
+        "sync": ("on", "off"),
     }
     for name, allowed in choices.items():
         if getattr(config, name) not in allowed:
@@ -238,6 +249,11 @@ def validate_learner_config(config: Any, choices: dict[str, Sequence[str]]) -> N
     config.main_weights = check_weights("main_weights", config.main_weights, 2, "(a1, a2)")
     check_resources(config.role_resources)
     check_role_lr(config.role_lr)
+    if config.sync == "off" and config.backend != "ray":
+        raise ValueError(
+            "sync='off' (rollouts played while the models update) needs backend='ray'; "
+            "the embedded learner plays and trains in one process, on-policy"
+        )
 
 
 def _check_ints(config: Any) -> None:
@@ -251,6 +267,7 @@ def _check_ints(config: Any) -> None:
         "max_tokens_norm",
         "eval_episodes",
         "rollout_workers",
+        "max_staleness",
     )
     for name in (*positive, "warmup_steps", "checkpoint_every", "eval_every", "seed"):
         value = getattr(config, name)
@@ -933,10 +950,14 @@ class Learner(ABC):
     # -------------------------------------------------------------- the step's parts
     def collect(self) -> RolloutResult:
         """N queries x K rollouts of this step (seeds and noise fixed by seed and step)."""
+        seeds, gen = self.collection(self.step_idx)
+        return self.engine.collect(seeds, self.config.group_size, generator=gen)
+
+    def collection(self, step: int) -> tuple[list[int], torch.Generator]:
+        """Step ``step``'s env seeds and sampling generator (fixed by the run's seed)."""
         cfg = self.config
-        seeds = step_seeds(cfg.seed, self.step_idx, cfg.queries_per_step)
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step_idx)
-        return self.engine.collect(seeds, cfg.group_size, generator=gen)
+        seeds = step_seeds(cfg.seed, step, cfg.queries_per_step)
+        return seeds, torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
 
     def update(self, buffer: RolloutBuffer) -> dict[str, float]:
         """``num_iterations`` steps of every trained model on its roles' samples.

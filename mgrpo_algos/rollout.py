@@ -125,6 +125,7 @@ class _Call:
     turns: int = 0
     truncated: bool = False
     ended_on_stop: bool = True
+    version: int | None = None  # the oldest weight version that sampled its tokens
 
     def extend(self, ids: Sequence[int], generated: bool, logprobs: Sequence[float] = ()) -> None:
         self.ids.extend(ids)
@@ -309,7 +310,10 @@ class RolloutEngine:
         )
         timers["generate"] += time.perf_counter() - tick
         timers["tokens"] += out.num_tokens
+        version = out.policy_version
         for i, (slot, call) in enumerate(batch):
+            if version is not None:
+                call.version = version if call.version is None else min(call.version, version)
             call.extend(out.completion_ids[i], generated=True, logprobs=out.logprobs[i])
             call.ended_on_stop = out.finished[i]
             self._act(slot, call, out.texts[i], timers)
@@ -354,6 +358,7 @@ class RolloutEngine:
                     reward=reward,
                     truncated=call.truncated,
                     num_turns=call.turns,
+                    policy_version=call.version,
                 )
             )
         return out

@@ -74,6 +74,9 @@ class SFTConfig:
             demonstration step (0: none), so that SFT keeps the copying circuit
             the synthetic steps built instead of overwriting it.
         rehearsal_batch: Strings in each rehearsal batch.
+        copy_digits: Share of the copying (and rehearsal) strings made of digits only,
+            where each digit recurs many times, so that copying must track position
+            rather than find the one earlier copy of the current token (0: none).
     """
 
     episodes: int = 400
@@ -91,6 +94,7 @@ class SFTConfig:
     lookup_records: int = 8
     rehearsal: float = 0.0
     rehearsal_batch: int = 8
+    copy_digits: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("copy_steps", "lookup_steps"):
@@ -110,6 +114,8 @@ class SFTConfig:
             )
         if not (self.rehearsal >= 0 and math.isfinite(self.rehearsal)):
             raise ValueError(f"rehearsal must be a finite number >= 0, got {self.rehearsal!r}")
+        if not 0 <= self.copy_digits <= 1:
+            raise ValueError(f"copy_digits must be in [0, 1], got {self.copy_digits!r}")
         if self.grad_clip <= 0:
             raise ValueError(f"grad_clip must be > 0, got {self.grad_clip!r}")
 
@@ -170,15 +176,29 @@ def sft_loss(
 
 
 def copy_batch(
-    vocab: torch.Tensor, sep_id: int, batch: int, length: int, generator: torch.Generator
+    vocab: torch.Tensor,
+    sep_id: int,
+    batch: int,
+    length: int,
+    generator: torch.Generator,
+    digits: torch.Tensor | None = None,
+    digit_rows: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Synthetic copying: rows ``x <sep> x`` of random tokens drawn from ``vocab``.
+
+    The first ``digit_rows`` rows draw from ``digits`` instead.
 
     Returns:
         ``(batch, 2 * length + 1)`` token ids, and the ``(batch, 2 * length)`` target
         mask that is 1 on the second copy of ``x`` only (aligned with `logprobs`).
     """
     x = vocab[torch.randint(len(vocab), (batch, length), generator=generator)]  # (B, L)
+    if digit_rows:
+        if digits is None:
+            raise ValueError("digit_rows > 0 needs the digits' token ids")
+        x[:digit_rows] = digits[
+            torch.randint(len(digits), (digit_rows, length), generator=generator)
+        ]
     sep = torch.full((batch, 1), sep_id, dtype=x.dtype)
     ids = torch.cat([x, sep, x], dim=1)  # (B, 2L+1)
     target = torch.zeros(batch, 2 * length, dtype=torch.bool)
@@ -258,6 +278,24 @@ def _synthetic_tokens(policy: Policy) -> tuple[torch.Tensor, torch.Tensor, dict[
     return torch.tensor(ordinary), torch.tensor(words), {**single, "sep": sep_id}, sep_id
 
 
+def synthetic_copy(
+    policy_tokens: tuple[torch.Tensor, torch.Tensor, dict[str, int], int],
+    config: SFTConfig,
+    batch: int,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A copying batch of ``batch`` strings, ``config.copy_digits`` of them digits only."""
+    vocab, _, marks, sep_id = policy_tokens
+    rows = round(config.copy_digits * batch)
+    digits = None
+    if rows:
+        found = [marks.get(str(d)) for d in range(10)]
+        if None in found:
+            raise ValueError("copy_digits > 0 needs single-token digits in the tokenizer")
+        digits = torch.tensor(found)
+    return copy_batch(vocab, sep_id, batch, config.copy_length, generator, digits, rows)
+
+
 def train_copy(policy: Policy, config: SFTConfig, *, progress: bool = True) -> list[float]:
     """Synthetic pretraining: ``copy_steps`` copying and ``lookup_steps`` lookup steps.
 
@@ -268,7 +306,8 @@ def train_copy(policy: Policy, config: SFTConfig, *, progress: bool = True) -> l
     Returns:
         The loss of every step, in order.
     """
-    vocab, words, marks, sep_id = _synthetic_tokens(policy)
+    tokens = _synthetic_tokens(policy)
+    _, words, marks, _ = tokens
     lookup = None
     if config.lookup_steps:
         digits = [marks.get(str(d)) for d in range(10)]
@@ -286,7 +325,7 @@ def train_copy(policy: Policy, config: SFTConfig, *, progress: bool = True) -> l
     bar = tqdm(total=len(kinds), desc="copy", disable=not progress, unit="step")
     for kind in kinds:
         if kind == "copy":
-            ids, target = copy_batch(vocab, sep_id, config.copy_batch, config.copy_length, gen)
+            ids, target = synthetic_copy(tokens, config, config.copy_batch, gen)
         else:
             n = LOOKUP_VALUE_LENGTHS[int(torch.randint(2, (1,), generator=gen))]
             ids, target = lookup_batch(
@@ -354,10 +393,7 @@ def train_sft(
         for i in torch.randperm(len(chunks), generator=gen).tolist():
             loss = sft_loss(policy, chunks[i], config.context_weight)
             if rehearse is not None:
-                vocab, _, _, sep_id = rehearse
-                ids, target = copy_batch(
-                    vocab, sep_id, config.rehearsal_batch, config.copy_length, copy_gen
-                )
+                ids, target = synthetic_copy(rehearse, config, config.rehearsal_batch, copy_gen)
                 logp = policy.logprobs(ids, torch.ones_like(ids))  # (B, 2L)
                 loss = loss - config.rehearsal * masked_mean(logp, target.to(logp.device))
             losses.append(_step(loss, opt, params, config.grad_clip, bar))

@@ -17,8 +17,10 @@ import torch
 
 ray = pytest.importorskip("ray")
 
+from mgrpo_algos.buffer import Trajectory  # noqa: E402
 from mgrpo_algos.cli import main  # noqa: E402
-from mgrpo_algos.distributed import RayMGRPOTrainer, RayStore  # noqa: E402
+from mgrpo_algos.distributed import RayMGRPOTrainer, RayStore, RoleActorLost  # noqa: E402
+from mgrpo_algos.distributed.driver import fresh_samples  # noqa: E402
 from mgrpo_algos.distributed.rollout import (  # noqa: E402
     RayRollouts,
     query_slices,
@@ -27,7 +29,7 @@ from mgrpo_algos.distributed.rollout import (  # noqa: E402
 from mgrpo_algos.distributed.store import RewardBook  # noqa: E402
 from mgrpo_algos.learner import load_run  # noqa: E402
 from mgrpo_algos.mgrpo import MGRPOConfig, MGRPOTrainer  # noqa: E402
-from mgrpo_algos.store import RolloutReward  # noqa: E402
+from mgrpo_algos.store import MemoryStore, RolloutReward  # noqa: E402
 
 ENV = {"difficulty": "easy", "main_turns": 3, "sub_turns": 2, "episode_turns": 12}
 SMALL = dict(steps=2, queries_per_step=2, group_size=3, max_new_tokens=8, env_kwargs=ENV, lr=1e-2)
@@ -52,8 +54,9 @@ def ray_session():
 
 
 def strip(metrics: dict) -> dict:
-    """The metrics a run's randomness and maths decide (not its timings)."""
-    return {k: v for k, v in metrics.items() if not k.startswith("perf/")}
+    """The metrics a run's randomness and maths decide (not its timings), and the embedded
+    learner logs too (``staleness/*`` are the Ray learner's: 0 in a synchronous run)."""
+    return {k: v for k, v in metrics.items() if not k.startswith(("perf/", "staleness/"))}
 
 
 def weights(policies: dict) -> list[torch.Tensor]:
@@ -239,3 +242,65 @@ def test_the_ray_learner_refuses_an_embedded_config_and_unknown_resources() -> N
         MGRPOConfig(**SMALL, backend="ray", role_resources={"main": {"num_gpus": -1}})
     with pytest.raises(ValueError, match="rollout_workers must be an int >= 1, got 0"):
         MGRPOConfig(**SMALL, backend="ray", rollout_workers=0)
+
+
+# --------------------------------------------------------------------------- asynchronous
+class SlowStore(MemoryStore):
+    """A store that takes a second to take main's rewards, as a remote one may."""
+
+    def put_rewards(self, step, rows) -> None:
+        time.sleep(1.0)
+        super().put_rewards(step, rows)
+
+
+def test_sync_off_trains_on_samples_at_most_max_staleness_updates_old(tmp_path) -> None:
+    # the slow store holds each update back: the next step, collected ahead, is played
+    # by the worker meanwhile, with the weights before that update
+    config = MGRPOConfig(**{**SMALL, "steps": 3}, backend="ray", sync="off", max_staleness=1)
+    with RayMGRPOTrainer(config, tmp_path / "run", store=SlowStore()) as learner:
+        history = learner.train(progress=False)
+        versions = dict(learner.versions)
+    assert [m["staleness/dropped"] for m in history] == [0, 0, 0]
+    assert history[0]["staleness/max"] == 0  # step 0 is played before any update
+    assert [m["staleness/max"] for m in history[1:]] == [1, 1]
+    assert all(0 < m["staleness/mean"] <= 1 for m in history[1:])
+    # a model's version counts its updates; a step without its samples does not update it
+    assert versions == {
+        "main": 3,
+        "searcher": sum(bool(m.get("samples/searcher")) for m in history),
+    }
+    state = torch.load(tmp_path / "run" / "ckpt-000003" / "state.pt", weights_only=False)
+    assert state["learner"]["versions"] == versions
+
+
+def test_samples_staler_than_the_limit_are_dropped() -> None:
+    def sample(version):
+        ids = torch.zeros(3, dtype=torch.int64).numpy()
+        return Trajectory(
+            "main", 0, 0, 0, ids, ids.astype("int8"), ids.astype("float32"), policy_version=version
+        )
+
+    trajs = [sample(5), sample(4), sample(2), sample(None)]
+    kept, ages = fresh_samples(trajs, 5, limit=1)
+    assert ages == [0, 1, 3, 0] and kept == [trajs[0], trajs[1], trajs[3]]
+    assert fresh_samples(trajs, 5, limit=None)[0] == trajs
+
+
+def test_sync_off_is_refused_without_ray_and_max_staleness_below_one() -> None:
+    with pytest.raises(ValueError, match="sync='off' .* needs backend='ray'"):
+        MGRPOConfig(**SMALL, sync="off")
+    with pytest.raises(ValueError, match="max_staleness must be an int >= 1, got 0"):
+        MGRPOConfig(**SMALL, backend="ray", sync="off", max_staleness=0)
+
+
+def test_a_killed_role_actor_stops_the_run_with_a_message_and_resume_continues(tmp_path) -> None:
+    out = tmp_path / "run"
+    config = MGRPOConfig(**{**SMALL, "steps": 3}, backend="ray", checkpoint_every=1)
+    with RayMGRPOTrainer(config, out) as learner:
+        learner.train(progress=False, on_step=lambda lr, m: lr.step_idx == 1)
+        ray.kill(learner.models["main"], no_restart=True)
+        with pytest.raises(RoleActorLost, match=r"'main' died at step 1 .*--resume"):
+            learner.train_step()
+    assert main(["train", "--resume", str(out)]) == 0
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").open()]
+    assert steps == [1, 2, 3]

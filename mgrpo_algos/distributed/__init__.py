@@ -9,6 +9,7 @@ reach the sub-agent side, and a driver that runs the embedded learner's step.
 - :func:`make_trainer`, :func:`resume_trainer`: the learner a config (or a run
   directory) asks for, embedded or on Ray.
 - :class:`RayStore`: the ``StatsStore`` kept in a Ray actor.
+- :class:`RoleActorLost`: raised when a role actor dies mid-run.
 
 Names are imported on first use, so that ``import mgrpo_algos.distributed`` does not
 pay for Ray, torch and transformers.
@@ -26,7 +27,20 @@ if TYPE_CHECKING:
     from mgrpo_algos.distributed.store import RayStore
     from mgrpo_algos.learner import Learner, LearnerConfig
 
-__all__ = ["RayGRPOTrainer", "RayMGRPOTrainer", "RayStore", "make_trainer", "resume_trainer"]
+__all__ = [
+    "RayGRPOTrainer",
+    "RayMGRPOTrainer",
+    "RayStore",
+    "RoleActorLost",
+    "make_trainer",
+    "resume_trainer",
+]
+
+
+class RoleActorLost(RuntimeError):
+    """A role actor died: its weights and optimiser state since the last checkpoint are
+    gone, so the run stops; ``--resume`` continues it from its newest checkpoint."""
+
 
 _HOME = {
     "RayGRPOTrainer": "mgrpo_algos.distributed.driver",

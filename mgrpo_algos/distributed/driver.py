@@ -24,17 +24,18 @@ evaluation and tests), never trained.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import ray
 import torch
 
-from mgrpo_algos.buffer import RolloutBuffer
+from mgrpo_algos.buffer import RolloutBuffer, Trajectory
 from mgrpo_algos.evaluate import EvalResult
 from mgrpo_algos.grpo import GRPOTrainer
 from mgrpo_algos.learner import (
@@ -46,10 +47,12 @@ from mgrpo_algos.learner import (
 )
 from mgrpo_algos.mgrpo import Judge, MGRPOTrainer
 from mgrpo_algos.policies import HFPolicy
+from mgrpo_algos.rollout import RolloutResult
 from mgrpo_algos.store import StatsStore
 
+from . import RoleActorLost
 from .roles import RoleActor, policy_from_files, text_info, write_files
-from .rollout import RayRollouts, WorkerActor
+from .rollout import Pending, RayRollouts, WorkerActor
 from .store import RayStore
 
 ROLLOUT = "rollout"
@@ -121,6 +124,8 @@ class RayBackend:
         self.bytes_moved = 0
         self._owns_ray = False
         self._worker_args: Any = None
+        self._ahead: dict[int, Pending] = {}  # collections submitted, by step
+        self.versions: dict[str, int] = {name: 0 for name in dict.fromkeys(self.names.values())}
         if not resume:
             self.start()
 
@@ -155,6 +160,7 @@ class RayBackend:
                 optimizer_state=self.optimizers[name].state_dict() if trained else None,
                 scheduler_state=self.schedulers[name].state_dict() if trained else None,
                 threads=int(res.get("num_cpus", 1)),
+                version=self.versions.get(name, 0),
             )
         # tokenisers from the driver's copies: workers start while the models load
         first = {self.names[r]: self.policies[r] for r in reversed(self.roles)}
@@ -182,7 +188,7 @@ class RayBackend:
         """Ends the actors, and Ray when this learner started it."""
         for actor in [*self.workers, *self.models.values()]:
             ray.kill(actor)
-        self.workers, self.models = [], {}
+        self.workers, self.models, self._ahead = [], {}, {}
         if self._owns_ray:
             ray.shutdown()
             self._owns_ray = False
@@ -194,14 +200,45 @@ class RayBackend:
         self.close()
 
     # -------------------------------------------------------------- the step's remote parts
+    def collect(self) -> RolloutResult:
+        """This step's rollouts; with ``sync="off"`` the next steps' are started first.
+
+        Up to ``max_staleness`` later steps are submitted to the workers before this
+        step's are gathered, so the workers play them while the driver scores and
+        the role actors update; their samples are then up to that many updates old.
+        """
+        cfg = self.config
+        ahead = cfg.max_staleness if cfg.sync == "off" else 0
+        last = max(self.step_idx, min(self.step_idx + ahead, cfg.steps - 1))
+        for step in range(self.step_idx, last + 1):
+            if step not in self._ahead:
+                seeds, generator = self.collection(step)
+                self._ahead[step] = self.engine.submit(seeds, cfg.group_size, generator=generator)
+        return self.engine.gather(self._ahead.pop(self.step_idx))
+
     def update(self, buffer: RolloutBuffer) -> dict[str, float]:
-        """Every trained model's update on its role actor, all at once (as ``Learner.update``)."""
+        """Every trained model's update on its role actor, all at once (as ``Learner.update``).
+
+        Each sample's staleness (its model's version minus the version that sampled
+        it) is reported as ``staleness/mean`` and ``staleness/max``; with
+        ``sync="off"``, samples staler than ``max_staleness`` are left out and counted
+        in ``staleness/dropped``.
+        """
+        cfg = self.config
+        limit = cfg.max_staleness if cfg.sync == "off" else None
         futures = {}
+        ages: list[int] = []
+        dropped = 0
         active = self.active_groups()  # type: ignore[attr-defined]
         for name, roles in self.groups.items():
             if name not in active:
                 continue
-            samples = {role: buffer.get(role) for role in roles}
+            samples = {}
+            for role in roles:
+                kept, age = fresh_samples(buffer.get(role), self.versions[name], limit)
+                samples[role] = kept
+                ages += age
+                dropped += len(age) - len(kept)
             if any(samples.values()):
                 self.bytes_moved += len(pickle.dumps(samples, protocol=5))
                 futures[name] = self.models[name].update.remote(samples)
@@ -212,8 +249,30 @@ class RayBackend:
             stats.update(out["stats"])
             skipped += out["skipped"]
             self.schedulers[name].last_lr = out["lr"]
+            self.versions[name] = out["version"]
         stats["optim/skipped"] = skipped
+        stats["staleness/mean"] = float(sum(ages) / len(ages)) if ages else 0.0
+        stats["staleness/max"] = float(max(ages, default=0))
+        stats["staleness/dropped"] = float(dropped)
         return stats
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "versions": dict(self.versions)}  # type: ignore[misc]
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        self.versions.update(state.pop("versions", {}))
+        super().load_state_dict(state)  # type: ignore[misc]
+
+    def lost_models(self) -> list[str]:
+        """The models whose role actor no longer answers."""
+        lost = []
+        for name, actor in self.models.items():
+            try:
+                ray.get(actor.requests.remote(), timeout=60)
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                lost.append(name)
+        return lost
 
     def train_step(self) -> dict[str, Any]:
         """The embedded learner's step, plus the bytes it moved between processes.
@@ -226,7 +285,8 @@ class RayBackend:
         self.bytes_moved = 0
         store = getattr(self, "store", None)
         before = getattr(store, "bytes_moved", 0)
-        metrics = super().train_step()  # type: ignore[misc]
+        with self.role_actors_needed():
+            metrics = super().train_step()  # type: ignore[misc]
         parts = {
             **self.engine.traffic,
             "updates": self.bytes_moved,
@@ -235,6 +295,28 @@ class RayBackend:
         metrics.update({f"perf/bytes/{k}": v for k, v in parts.items()})
         metrics["perf/bytes_moved"] = sum(parts.values())
         return metrics
+
+    @contextlib.contextmanager
+    def role_actors_needed(self) -> Iterator[None]:
+        """Turns a Ray error caused by a dead role actor into :class:`RoleActorLost`."""
+        try:
+            yield
+        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as err:
+            lost = self.lost_models()
+            if not lost:
+                raise
+            raise RoleActorLost(self._lost_message(lost, err)) from err
+
+    def _lost_message(self, lost: list[str], err: BaseException) -> str:
+        cause = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        head = (
+            f"the role actor of {', '.join(repr(n) for n in lost)} died at step "
+            f"{self.step_idx} ({cause}); its weights and optimiser state since the last "
+            "checkpoint are gone, so the run stops"
+        )
+        if self.out_dir is None:
+            return head + " (it has no out_dir, so it cannot be resumed)"
+        return f"{head}: continue it with `mgrpo train --resume {self.out_dir}`"
 
     def pull_policies(self) -> dict[str, HFPolicy]:
         """Role -> a CPU copy of the model playing it now (roles of one model share it)."""
@@ -251,7 +333,8 @@ class RayBackend:
     # -------------------------------------------------------------- checkpoints
     def _export(self) -> dict[str, dict[str, Any]]:
         names = list(self.models)
-        parts = ray.get([self.models[n].export.remote() for n in names])
+        with self.role_actors_needed():
+            parts = ray.get([self.models[n].export.remote() for n in names])
         return dict(zip(names, parts, strict=True))
 
     def save_checkpoint(self) -> Path:
@@ -286,6 +369,20 @@ class RayBackend:
         trainer = super().resume(out_dir, steps=steps, **kwargs)  # type: ignore[misc]
         trainer.start()
         return trainer
+
+
+def fresh_samples(
+    trajs: list[Trajectory], version: int, limit: int | None
+) -> tuple[list[Trajectory], list[int]]:
+    """The samples at most ``limit`` updates older than ``version``, and every sample's age.
+
+    A sample's age is ``version - policy_version`` (0 when it records no version);
+    ``limit=None`` keeps every sample.
+    """
+    ages = [0 if t.policy_version is None else version - t.policy_version for t in trajs]
+    if limit is None:
+        return list(trajs), ages
+    return [t for t, age in zip(trajs, ages, strict=True) if age <= limit], ages
 
 
 class RayMGRPOTrainer(RayBackend, MGRPOTrainer):
@@ -341,6 +438,7 @@ __all__ = [
     "RayBackend",
     "RayGRPOTrainer",
     "RayMGRPOTrainer",
+    "fresh_samples",
     "init_ray",
     "ray_trainer_class",
 ]

@@ -105,6 +105,8 @@ class RoleModel:
         optimizer_state: An optimiser state to continue from (a resumed run).
         scheduler_state: The schedule's state to continue from.
         threads: Torch threads of the actor.
+        version: The weights' version: updates applied so far in the run (each
+            :meth:`update` adds one); stamped on every generation it serves.
     """
 
     # the embedded learner's update code, run on this actor's one model
@@ -123,6 +125,7 @@ class RoleModel:
         optimizer_state: dict[str, Any] | None = None,
         scheduler_state: dict[str, Any] | None = None,
         threads: int = 1,
+        version: int = 0,
     ) -> None:
         torch.set_num_threads(max(1, threads))
         transformers.utils.logging.disable_progress_bar()  # one bar per checkpoint otherwise
@@ -146,6 +149,7 @@ class RoleModel:
                 scheduler.load_state_dict(scheduler_state)
             self.optimizers[name], self.schedulers[name] = optimizer, scheduler
         self.served: Counter[str] = Counter()
+        self.version = version
 
     def info(self) -> dict[str, Any]:
         """What a rollout worker needs to tokenise for this model (:func:`text_info`)."""
@@ -165,6 +169,7 @@ class RoleModel:
             generator = torch.Generator()
             generator.set_state(generator_state)
         out = self.policy.generate(prompts, generator=generator, sessions=sessions, **options)
+        out.policy_version = self.version
         self.served[caller] += 1
         return out, generator.get_state() if generator is not None else None
 
@@ -199,7 +204,8 @@ class RoleModel:
             stats = self.optimise(self.name, samples)
             skipped += stats[f"optim/skipped/{self.name}"]
         self.policy.release()  # cached keys and values hold the old weights
-        return {"stats": stats, "skipped": skipped, "lr": self.last_lr()}
+        self.version += 1
+        return {"stats": stats, "skipped": skipped, "lr": self.last_lr(), "version": self.version}
 
     def last_lr(self) -> list[float]:
         return self.schedulers[self.name].get_last_lr() if self.trained else []

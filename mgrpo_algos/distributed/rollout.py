@@ -109,6 +109,20 @@ class RolloutWorker:
 WorkerActor = ray.remote(RolloutWorker)
 
 
+class Pending(NamedTuple):
+    """A collection submitted to the workers and not yet gathered.
+
+    Attributes:
+        calls: Each worker's ``collect`` arguments.
+        futures: Their object refs, one per slice.
+        started: ``time.perf_counter()`` at submission.
+    """
+
+    calls: list[tuple[Any, ...]]
+    futures: list[Any]
+    started: float
+
+
 def query_slices(num_queries: int, workers: int) -> list[range]:
     """Contiguous, near-equal ranges of query indices, one per worker that gets any."""
     bounds = np.linspace(0, num_queries, min(workers, num_queries) + 1).round().astype(int)
@@ -154,7 +168,20 @@ class RayRollouts:
         generator: torch.Generator | None = None,
     ) -> RolloutResult:
         """As `RolloutEngine.collect`, the queries played in slices on the workers."""
-        t0 = time.perf_counter()
+        return self.gather(self.submit(seeds, group_size, generator=generator))
+
+    def submit(
+        self,
+        seeds: Sequence[int],
+        group_size: int,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> Pending:
+        """Starts a collection on the workers and returns at once (see :meth:`gather`).
+
+        Each worker plays its calls in the order they were submitted, so a
+        collection submitted ahead starts when the worker's previous slice ends.
+        """
         generator = generator if generator is not None else torch.Generator().manual_seed(0)
         slices = query_slices(len(seeds), len(self.workers))
         states = slice_generator_states(generator, len(slices))
@@ -163,10 +190,17 @@ class RayRollouts:
             for part, state in zip(slices, states, strict=True)
         ]
         futures = [w.collect.remote(*c) for w, c in zip(self.workers, calls, strict=False)]
-        done: list[RolloutSlice] = ray.get(futures)
+        return Pending(calls, futures, time.perf_counter())
+
+    def gather(self, pending: Pending) -> RolloutResult:
+        """The collection ``pending`` stands for, its slices joined in query order.
+
+        ``wall_seconds`` runs from its submission.
+        """
+        done: list[RolloutSlice] = ray.get(pending.futures)
         self.last_slices = done
         self.traffic = {
-            "slices": sum(len(pickle.dumps(x, protocol=5)) for x in [*calls, *done]),
+            "slices": sum(len(pickle.dumps(x, protocol=5)) for x in [*pending.calls, *done]),
             "generate": sum(d.bytes_moved for d in done),
         }
         results = [d.result for d in done]
@@ -176,5 +210,5 @@ class RayRollouts:
             generated_tokens=sum(r.generated_tokens for r in results),
             env_seconds=sum(r.env_seconds for r in results),
             generate_seconds=sum(r.generate_seconds for r in results),
-            wall_seconds=time.perf_counter() - t0,
+            wall_seconds=time.perf_counter() - pending.started,
         )

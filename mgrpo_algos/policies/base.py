@@ -47,12 +47,16 @@ class GenerationOutput:
         texts: The completions decoded without special tokens.
         finished: ``True`` where the completion ended on a stop token, ``False``
             where it hit ``max_new_tokens``.
+        policy_version: The version of the weights that sampled the batch, where a
+            trained model's server counts its updates (a Ray role actor); None for a
+            local policy.
     """
 
     completion_ids: list[list[int]]
     logprobs: list[list[float]]
     texts: list[str]
     finished: list[bool]
+    policy_version: int | None = None
 
     def __len__(self) -> int:
         return len(self.completion_ids)
