@@ -302,6 +302,7 @@ class DemoArgs:
         sft_lookup_steps: Steps of synthetic lookup in the warm start (None: the
             recipe's; see mgrpo_algos.sft.SFTConfig).
         sft_rehearsal: Weight of the copying rehearsal during SFT (None: the recipe's).
+        sft_copy_digits: Share of digit-only copying strings (None: the recipe's).
         seed: Seeds the warm start, training and evaluation sampling.
         out: Where the warm-start cache and the run's files go.
         quick: Tiny sizes: a few seconds, to check that everything runs.
@@ -314,6 +315,7 @@ class DemoArgs:
     episodes: int | None = None
     sft_lookup_steps: int | None = None
     sft_rehearsal: float | None = None
+    sft_copy_digits: float | None = None
     seed: int = 0
     out: str = "runs/demo"
     quick: bool = False
@@ -346,6 +348,7 @@ def demo(argv: list[str]) -> int:
         "eval_episodes": args.episodes,
         "sft_lookup_steps": args.sft_lookup_steps,
         "sft_rehearsal": args.sft_rehearsal,
+        "sft_copy_digits": args.sft_copy_digits,
     }
     settings = replace(settings, **{k: v for k, v in given.items() if v is not None})
     print(json.dumps(run_demo(settings, args.out, cache=not args.no_cache)))
