@@ -201,6 +201,7 @@ def evaluate(
     *,
     max_new_tokens: int = 40,
     temperature: float = 1.0,
+    role_temperature: Mapping[str, float] | None = None,
     sampling_seed: int = 0,
     scripted: Sequence[str] = (),
 ) -> EvalResult:
@@ -215,6 +216,7 @@ def evaluate(
         episodes: Held-out episodes to play (``1 .. EVAL_SEED_SPAN``).
         max_new_tokens: Tokens one agent turn may generate.
         temperature: Sampling temperature (> 0).
+        role_temperature: Sampling temperature per role, overriding ``temperature``.
         sampling_seed: Seeds the sampling generator.
         scripted: Roles played by the env's scripted expert instead of a policy.
 
@@ -232,7 +234,11 @@ def evaluate(
     engine = RolloutEngine(
         env_fn,
         {r: _ScriptedRole() if r in scripted_roles else policies[r] for r in roles},
-        RolloutConfig(max_new_tokens=max_new_tokens, temperature=temperature),
+        RolloutConfig(
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            role_temperature=dict(role_temperature or {}),
+        ),
         scripts={r: expert_script for r in scripted_roles},
     )
     with torch.no_grad():

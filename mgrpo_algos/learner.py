@@ -65,7 +65,13 @@ from mgrpo_algos.metrics import MetricsWriter
 from mgrpo_algos.policies import HFPolicy
 from mgrpo_algos.policies.prefix import prefix_groups, shared_prefix_pays
 from mgrpo_algos.provenance import provenance
-from mgrpo_algos.rollout import RolloutConfig, RolloutEngine, RolloutResult, SingleAgentAEC
+from mgrpo_algos.rollout import (
+    RolloutConfig,
+    RolloutEngine,
+    RolloutResult,
+    SingleAgentAEC,
+    check_role_temperature,
+)
 from mgrpo_algos.store import RolloutReward
 from mgrpo_envs.core.rewards import (
     FORMAT_REWARDS,
@@ -99,7 +105,11 @@ class LearnerConfig:
         queries_per_step: N, distinct queries per step.
         group_size: K, rollouts per query.
         max_new_tokens: Tokens per agent turn.
-        temperature: Sampling temperature.
+        temperature: Sampling temperature (rollouts and held-out evaluations).
+        role_temperature: Sampling temperature per role, overriding ``temperature``
+            for it, e.g. ``{"searcher": 1.5}`` (a noisier sub-agent: the
+            improvable-sub-agent regime of docs/coordination.md). Log-probs stay the
+            model's own (temperature 1), as everywhere in the library.
         lr: Peak learning rate.
         role_lr: Peak learning rate per trained model, overriding ``lr`` for it: keys
             are optimiser names (a role, or ``shared``), e.g. ``{"searcher": 1e-3}``.
@@ -155,6 +165,7 @@ class LearnerConfig:
     group_size: int = 8
     max_new_tokens: int = 40
     temperature: float = 1.0
+    role_temperature: dict[str, float] = field(default_factory=dict)
     lr: float = 1e-4
     role_lr: dict[str, float] = field(default_factory=dict)
     lr_schedule: Literal["constant", "cosine"] = "constant"
@@ -249,6 +260,7 @@ def validate_learner_config(config: Any, choices: dict[str, Sequence[str]]) -> N
     config.main_weights = check_weights("main_weights", config.main_weights, 2, "(a1, a2)")
     check_resources(config.role_resources)
     check_role_lr(config.role_lr)
+    check_role_temperature(config.role_temperature)
     if config.sync == "off" and config.backend != "ray":
         raise ValueError(
             "sync='off' (rollouts played while the models update) needs backend='ray'; "
@@ -882,10 +894,18 @@ class Learner(ABC):
                 f"role_lr names {unknown}, which are not trained models of this run; "
                 f"its trained models are {list(self.groups)}"
             )
+        strangers = sorted(set(config.role_temperature) - set(self.roles))
+        if strangers:
+            raise ValueError(
+                f"role_temperature names {strangers}, which are not roles of {config.env}; "
+                f"its roles are {self.roles}"
+            )
         self._check_policies()
         self._setup_optimisers()
         rollout = RolloutConfig(
-            max_new_tokens=config.max_new_tokens, temperature=config.temperature
+            max_new_tokens=config.max_new_tokens,
+            temperature=config.temperature,
+            role_temperature=dict(config.role_temperature),
         )
         self.engine = RolloutEngine(self.env_fn, self.policies, rollout)
         self.step_idx = 0
@@ -1077,7 +1097,15 @@ class Learner(ABC):
     def evaluate(self, episodes: int | None = None) -> EvalResult:
         """The current policies on the held-out episodes (`mgrpo_algos.evaluate`)."""
         n = episodes if episodes is not None else self.config.eval_episodes
-        return evaluate(self.env_fn, self.policies, n, max_new_tokens=self.config.max_new_tokens)
+        cfg = self.config
+        return evaluate(
+            self.env_fn,
+            self.policies,
+            n,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            role_temperature=cfg.role_temperature,
+        )
 
     def train(
         self,

@@ -20,6 +20,7 @@ actions, which the env counts against the agent's budget until it ends the call.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -36,6 +37,15 @@ Script = Callable[[Any], str]
 """A scripted actor: gets the env (whose ``agent_selection`` is to act), returns its text."""
 
 
+def check_role_temperature(value: Any) -> None:
+    """``role_temperature``: role -> a finite sampling temperature > 0."""
+    if not isinstance(value, dict):
+        raise ValueError(f"role_temperature must be a dict of role -> temperature, got {value!r}")
+    for role, t in value.items():
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not (0 < t < math.inf):
+            raise ValueError(f"role_temperature[{role!r}] must be a finite number > 0, got {t!r}")
+
+
 @dataclass
 class RolloutConfig:
     """Sampling settings of the rollout engine.
@@ -43,6 +53,8 @@ class RolloutConfig:
     Attributes:
         max_new_tokens: Tokens one agent turn may generate.
         temperature: Sampling temperature (> 0).
+        role_temperature: Sampling temperature per role, overriding ``temperature``
+            for it (e.g. ``{"searcher": 1.5}``).
         top_p: Nucleus sampling mass in (0, 1].
         top_k: Keep the k most likely tokens (0 = all).
         system_prompts: Optional system message per role, put before its first message.
@@ -52,6 +64,7 @@ class RolloutConfig:
 
     max_new_tokens: int = 48
     temperature: float = 1.0
+    role_temperature: dict[str, float] = field(default_factory=dict)
     top_p: float = 1.0
     top_k: int = 0
     system_prompts: dict[str, str] = field(default_factory=dict)
@@ -62,6 +75,7 @@ class RolloutConfig:
             raise ValueError(f"max_new_tokens must be an int >= 1, got {self.max_new_tokens!r}")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
+        check_role_temperature(self.role_temperature)
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
         if not isinstance(self.top_k, int) or self.top_k < 0:
@@ -216,7 +230,8 @@ class RolloutEngine:
                 slots.append(_Slot(env, q, k, int(seed)))
         live = list(slots)
         while live:
-            requests: dict[int, list[tuple[_Slot, _Call]]] = defaultdict(list)
+            # one batch per (policy, temperature): roles of one model at one temperature
+            requests: dict[tuple[int, float], list[tuple[_Slot, _Call]]] = defaultdict(list)
             for slot in live:
                 self._prepare(slot, requests, timers)
             for batch in requests.values():
@@ -258,7 +273,8 @@ class RolloutEngine:
             if call.truncated:
                 self._act(slot, call, "", timers)
                 continue
-            requests[id(self.policies[agent])].append((slot, call))
+            temperature = self.config.role_temperature.get(agent, self.config.temperature)
+            requests[id(self.policies[agent]), temperature].append((slot, call))
             return
 
     def _observe(self, slot: _Slot, agent: str, obs: str, info: dict) -> _Call:
@@ -302,7 +318,7 @@ class RolloutEngine:
         out = policy.generate(
             [call.ids for _, call in batch],
             max_new_tokens=cfg.max_new_tokens,
-            temperature=cfg.temperature,
+            temperature=cfg.role_temperature.get(batch[0][1].agent, cfg.temperature),
             top_p=cfg.top_p,
             top_k=cfg.top_k,
             generator=generator,

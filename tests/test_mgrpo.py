@@ -695,6 +695,7 @@ def test_a_judge_returning_nan_drops_that_rollout_and_the_rest_trains() -> None:
         ({"schedule": "alternate:2", "algo": "main-only"}, "needs separate trained models"),
         ({"role_lr": {"main": 0}}, r"role_lr\['main'\] must be a finite number > 0, got 0"),
         ({"role_lr": {"main": float("nan")}}, r"role_lr\['main'\] must be a finite number"),
+        ({"role_temperature": {"searcher": -1}}, r"role_temperature\['searcher'\] must be"),
     ],
 )
 def test_schedule_and_role_lr_are_validated(kw, match) -> None:
@@ -705,6 +706,13 @@ def test_schedule_and_role_lr_are_validated(kw, match) -> None:
 def test_role_lr_must_name_a_trained_model() -> None:
     with pytest.raises(ValueError, match=r"role_lr names \['searcher'\].*trained models"):
         MGRPOTrainer(small(algo="main-only", role_lr={"searcher": 1e-3}))
+
+
+def test_role_temperature_must_name_a_role_and_reaches_the_rollouts() -> None:
+    with pytest.raises(ValueError, match=r"role_temperature names \['critic'\].*roles are"):
+        MGRPOTrainer(small(role_temperature={"critic": 2.0}))
+    trainer = MGRPOTrainer(small(role_temperature={"searcher": 1.5}))
+    assert trainer.engine.config.role_temperature == {"searcher": 1.5}
 
 
 def test_alternate_trains_main_then_the_sub_agents_in_blocks_of_n() -> None:

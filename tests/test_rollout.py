@@ -98,6 +98,37 @@ def test_roles_sharing_a_policy_are_batched_together(policy: HFPolicy) -> None:
     assert separate["main"].batches[0] == 4
 
 
+def test_a_role_temperature_applies_to_that_role_alone(policy: HFPolicy) -> None:
+    separate = {"main": CountingPolicy(policy), "searcher": CountingPolicy(policy)}
+    seen = []
+    for role in separate.values():
+        role.generate = lambda prompts, _r=role, **kw: (
+            seen.append(kw["temperature"]) or (_r.inner.generate(prompts, **kw))
+        )
+    config = RolloutConfig(max_new_tokens=4, temperature=0.9, role_temperature={"searcher": 1.7})
+    engine = RolloutEngine(env_fn, separate, config)
+    res = engine.collect([0, 1, 2, 3], group_size=2, generator=torch.Generator().manual_seed(1))
+    agents = {t.agent for t in res.trajectories}
+    assert set(seen) == ({0.9, 1.7} if "searcher" in agents else {0.9})
+    # one model playing both roles: a batch per temperature
+    shared = CountingPolicy(policy)
+    engine = RolloutEngine(env_fn, {"main": shared, "searcher": shared}, config)
+    engine.collect([0], group_size=2, generator=torch.Generator().manual_seed(1))
+    with pytest.raises(ValueError, match=r"role_temperature\['searcher'\] must be a finite"):
+        RolloutConfig(role_temperature={"searcher": 0.0})
+
+
+def test_a_greedy_role_samples_the_same_under_any_seed(policy: HFPolicy) -> None:
+    def main_tokens(seed: int) -> list[list[int]]:
+        config = RolloutConfig(max_new_tokens=6, role_temperature={"main": 1e-6})
+        engine = RolloutEngine(env_fn, {"main": policy, "searcher": policy}, config)
+        res = engine.collect([3], group_size=2, generator=torch.Generator().manual_seed(seed))
+        return [t.input_ids.tolist() for t in res.trajectories if t.agent == "main"]
+
+    a, b = main_tokens(1), main_tokens(2)
+    assert a == b and a[0] == a[1]  # both rollouts, both seeds: main's argmax
+
+
 def test_collection_is_reproducible_under_a_seed(policy: HFPolicy) -> None:
     def run():
         engine = RolloutEngine(
@@ -176,6 +207,16 @@ def test_copy_settings_are_validated() -> None:
         SFTConfig(lookup_records=0)
     with pytest.raises(ValueError, match="rehearsal must be a finite number >= 0"):
         SFTConfig(rehearsal=-0.5)
+    with pytest.raises(ValueError, match=r"copy_digits must be in \[0, 1\], got 1.5"):
+        SFTConfig(copy_digits=1.5)
+
+
+def test_digit_rows_copy_strings_of_digits_only() -> None:
+    vocab, digits = torch.tensor([5, 6, 7, 9]), torch.tensor([20, 21, 22])
+    gen = torch.Generator().manual_seed(0)
+    ids, _ = copy_batch(vocab, 2, 4, 6, gen, digits=digits, digit_rows=3)
+    assert torch.isin(ids[:3, :6], digits).all() and torch.isin(ids[3, :6], vocab).all()
+    assert (ids[:, :6] == ids[:, 7:]).all()
 
 
 def test_lookup_batch_asks_for_one_records_value_by_its_key() -> None:
