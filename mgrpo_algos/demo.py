@@ -48,6 +48,7 @@ class DemoSettings:
 
     env: str = "research_v0"
     difficulty: str = "easy"
+    env_args: tuple[tuple[str, Any], ...] = ()  # more env arguments, e.g. (("doc_ref", "title"),)
     size: str = "micro"
     sft_episodes: int = 1500  # the rest of the SFT recipe: mgrpo_algos.sft.RECIPE
     sft_epochs: int = 3
@@ -79,7 +80,15 @@ class DemoSettings:
     def warm_start_recipe(self) -> dict[str, Any]:
         """The settings the warm start is built from (what its cache is keyed by)."""
         keys = ("env", "difficulty", "size", "sft_shared", "numbers")
-        return {**{k: getattr(self, k) for k in keys}, **asdict(self.sft_config())}
+        recipe = {k: getattr(self, k) for k in keys}
+        if self.env_args:  # absent when empty: older caches keep their stamps
+            recipe["env_args"] = dict(self.env_args)
+        return {**recipe, **asdict(self.sft_config())}
+
+    @property
+    def env_kwargs(self) -> dict[str, Any]:
+        """The env's arguments: the difficulty and ``env_args``."""
+        return {"difficulty": self.difficulty, **dict(self.env_args)}
 
 
 # --------------------------------------------------------------------------- caches
@@ -176,7 +185,7 @@ def reference_rates(s: DemoSettings) -> dict[str, Any]:
     """The scripted expert and a random tool-caller on the held-out episodes."""
 
     def env_fn():
-        return mgrpo_envs.make(s.env, difficulty=s.difficulty)
+        return mgrpo_envs.make(s.env, **s.env_kwargs)
 
     roles = env_fn().possible_agents
     expert = evaluate(env_fn, {}, s.eval_episodes, scripted=roles)
@@ -243,7 +252,7 @@ def run_demo(
     t0 = time.perf_counter()
 
     def env_fn():
-        return mgrpo_envs.make(s.env, difficulty=s.difficulty)
+        return mgrpo_envs.make(s.env, **s.env_kwargs)
 
     refs = reference_rates(s)
     print(f"[1/5] {s.env} ({s.difficulty}), {s.eval_episodes} held-out episodes")
@@ -252,7 +261,7 @@ def run_demo(
     warm = warm_start_dir(s, out, env_fn, cache=cache)
     config = MGRPOConfig(
         env=s.env,
-        env_kwargs={"difficulty": s.difficulty},
+        env_kwargs=s.env_kwargs,
         model=str(warm),
         steps=s.steps,
         queries_per_step=s.queries,

@@ -147,6 +147,33 @@ def test_research_budgets_end_the_episode() -> None:
     assert "stopped without a result (turn budget exhausted)" in env.observe("main")
 
 
+@pytest.mark.parametrize("codec", ["compact", "json"])
+def test_research_by_title_passes_the_conformance_check(codec: str) -> None:
+    def make():
+        return mgrpo_envs.make("research_v0", difficulty="easy", doc_ref="title", codec=codec)
+
+    assert check_tool_env(make, episodes=4)["expert_success"] == 1.0
+
+
+def test_research_visits_by_title_when_asked() -> None:
+    env = mgrpo_envs.make("research_v0", difficulty="easy", doc_ref="title")
+    env.reset(seed=5)
+    env.step("delegate[What is the studio of the film Golden River?]")
+    assert "visit[<title>] - read one document by its title" in env.observe("searcher")
+    env.step("search[Golden River]")
+    assert env.unwrapped.oracle_action() == "visit[Golden River]"
+    env.step("visit[golden  RIVER]")  # case and spacing do not matter
+    assert env.observe("searcher").startswith("d25 Golden River: Golden River is a film")
+    env.step("visit[Golden Meadow]")
+    assert "no document titled 'Golden Meadow'; titles (and ids) come from search" in (
+        env.observe("searcher")
+    )
+    env.step("visit[d25]")  # an id still works
+    assert env.observe("searcher").startswith("d25 Golden River:")
+    with pytest.raises(ValueError, match="doc_ref must be 'id' or 'title', got 'url'"):
+        mgrpo_envs.make("research_v0", doc_ref="url")
+
+
 def test_context_budget_is_enforced_and_reported() -> None:
     env = mgrpo_envs.make("research_v0", difficulty="easy", context_chars=1200)
     env.reset(seed=0)

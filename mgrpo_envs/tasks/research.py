@@ -53,14 +53,18 @@ Arguments
     question), ``corpus_size`` (background entities), ``arithmetic`` (whether
     difference questions are drawn), and the turn budgets ``main_turns``,
     ``sub_turns``, ``episode_turns``, ``context_chars``; each may be given
-    explicitly. Also ``codec``, ``reward_weights``, ``max_observation_chars``,
-    ``render_mode``.
+    explicitly. ``doc_ref``: ``id`` (the default) or ``title``: the searcher's
+    ``visit`` takes a document's title (``visit[silver harbor]``; an id still
+    works), and the scripted expert visits by title, so a model copies words rather
+    than looks up the digits of an id. Also ``codec``, ``reward_weights``,
+    ``max_observation_chars``, ``render_mode``.
 
 Version history
     v0: first release. Change within v0: a subtask is matched to its fact exactly
     (normalised text equal) rather than by word overlap, which took "fare from A to
     B" for "fare from B to A"; word-overlap matching is opt-in
-    (``Episode.fact_matching = "fuzzy"``).
+    (``Episode.fact_matching = "fuzzy"``). Added within v0: ``doc_ref="title"``
+    (the default, ``id``, is v0's behaviour unchanged).
 """
 
 from __future__ import annotations
@@ -330,14 +334,43 @@ class ResearchEpisode(Episode):
     """One world and one question over it."""
 
     def __init__(
-        self, world: World, question: str, gold: str, facts: list[Fact], calculation: str | None
+        self,
+        world: World,
+        question: str,
+        gold: str,
+        facts: list[Fact],
+        calculation: str | None,
+        doc_ref: str = "id",
     ) -> None:
         self.world = world
         self.question = question
         self.gold = gold
         self.facts = tuple(facts)
         self.calculation = calculation
+        self.doc_ref = doc_ref
         self._subtask = ""  # the running call's (none in the single-agent view)
+        self._titles = {_norm(title): doc_id for doc_id, (title, _) in world.docs.items()}
+
+    @property
+    def _visit_arg(self) -> str:
+        return "title" if self.doc_ref == "title" else "doc_id"
+
+    def _visit_call(self, doc_id: str) -> ToolCall:
+        """The expert's visit of ``doc_id``: by id, or by its title under ``doc_ref="title"``."""
+        ref = self.world.docs[doc_id][0] if self.doc_ref == "title" else doc_id
+        return ToolCall.make("visit", **{self._visit_arg: ref})
+
+    def _visited(self, ev: ToolEvent) -> str | None:
+        """The id of the document a successful visit read (None for any other event)."""
+        if not (ev.ok and ev.call is not None and ev.call.name == "visit"):
+            return None
+        return self._doc_of(next(iter(ev.call.args.values())))
+
+    def _doc_of(self, ref: str) -> str | None:
+        key = _norm(ref)
+        if key in self.world.docs:
+            return key
+        return self._titles.get(key) if self.doc_ref == "title" else None
 
     def begin_call(self, role: str, subtask: str) -> None:
         self._subtask = subtask
@@ -349,8 +382,13 @@ class ResearchEpisode(Episode):
             Tool(
                 "search", ("query",), "find documents; returns ids, titles, snippets", self._search
             ),
-            Tool("visit", ("doc_id",), "read one document by its id", self._visit),
+            self._visit_tool(),
         ]
+
+    def _visit_tool(self) -> Tool:
+        if self.doc_ref == "title":
+            return Tool("visit", ("title",), "read one document by its title", self._visit_title)
+        return Tool("visit", ("doc_id",), "read one document by its id", self._visit)
 
     def _search(self, query: str) -> str:
         if not query.strip():
@@ -364,11 +402,19 @@ class ResearchEpisode(Episode):
             lines.append(f"{doc_id} {title}: {text[:SNIPPET_CHARS]}")
         return "\n".join(lines)
 
-    def _visit(self, doc_id: str) -> str:
-        key = doc_id.strip().lower()
-        if key not in self.world.docs:
+    def _visit_title(self, title: str) -> str:
+        return self._visit(title)
+
+    def _visit(self, ref: str) -> str:
+        key = self._doc_of(ref)
+        if key is None and self.doc_ref == "title":
             raise ToolError(
-                f"no document {doc_id.strip()[:40]!r}; ids look like d12 and come from search"
+                f"no document titled {ref.strip()[:40]!r}; titles (and ids) come from search, "
+                "e.g. visit[silver harbor]"
+            )
+        if key is None:
+            raise ToolError(
+                f"no document {ref.strip()[:40]!r}; ids look like d12 and come from search"
             )
         title, text = self.world.docs[key]
         return f"{key} {title}: {text}"
@@ -378,14 +424,8 @@ class ResearchEpisode(Episode):
             return ToolCall.make("return", result="unknown")
         subject = fact_subject(fact)
         target = self.world.doc_of[subject]
-        for ev in history:
-            if (
-                ev.ok
-                and ev.call is not None
-                and ev.call.name == "visit"
-                and ev.call.args["doc_id"].strip().lower() == target
-            ):
-                return ToolCall.make("return", result=fact.answer)
+        if any(self._visited(ev) == target for ev in history):
+            return ToolCall.make("return", result=fact.answer)
         for ev in history:
             if (
                 ev.ok
@@ -393,7 +433,7 @@ class ResearchEpisode(Episode):
                 and ev.call.name == "search"
                 and re.search(rf"^{target} ", ev.output, re.MULTILINE)
             ):
-                return ToolCall.make("visit", doc_id=target)
+                return self._visit_call(target)
         return ToolCall.make("search", query=subject)
 
     def admissible_calls(self, role: str, history: Sequence[ToolEvent]) -> list[ToolCall]:
@@ -425,10 +465,13 @@ class ResearchEpisode(Episode):
             if e.ok and e.call is not None and e.call.name == "search"
         ]
         for query in reversed(searched):
-            calls += [
-                ToolCall.make("visit", doc_id=d) for d in self.world.search(query)[:SEARCH_TOP_K]
-            ]
+            calls += [self._visit_call(d) for d in self.world.search(query)[:SEARCH_TOP_K]]
         return list(dict.fromkeys(calls))
+
+
+def _norm(text: str) -> str:
+    """Lower case, single spaces: how a visit's reference is matched."""
+    return " ".join(text.lower().split())
 
 
 _SUBTASK = re.compile(r"^What is the .+? of (?:the film |the studio |the city )?(.+)\?$")
@@ -468,8 +511,16 @@ class ResearchTask(Task):
     role_descriptions = {"searcher": "finds one fact in the documents"}
 
     def __init__(
-        self, hops: tuple[int, int], distractors: int, corpus_size: int, arithmetic: bool
+        self,
+        hops: tuple[int, int],
+        distractors: int,
+        corpus_size: int,
+        arithmetic: bool,
+        doc_ref: str = "id",
     ) -> None:
+        if doc_ref not in ("id", "title"):
+            raise ValueError(f"doc_ref must be 'id' or 'title', got {doc_ref!r}")
+        self.doc_ref = doc_ref
         lo, hi = hops
         if not (1 <= lo <= hi <= 4):
             raise ValueError(f"hops must be a range within 1..4 like (2, 3), got {hops!r}")
@@ -498,7 +549,8 @@ class ResearchTask(Task):
                 if b.by_name(name).kind != "city":
                     b.add(b.by_name(name).kind, like=name)
         b.link()
-        return ResearchEpisode(World(b.entities, rng), question, gold, facts, calc)
+        world = World(b.entities, rng)
+        return ResearchEpisode(world, question, gold, facts, calc, self.doc_ref)
 
     def _pick_chain(
         self, b: WorldBuilder, rng: np.random.Generator, length: int, year_only: bool
@@ -594,6 +646,7 @@ class ResearchEnv(HierarchicalToolEnv):
         sub_turns: int | None = None,
         episode_turns: int | None = None,
         context_chars: int | None = None,
+        doc_ref: str = "id",
         codec: str = "compact",
         reward_weights: RewardWeights | None = None,
         max_observation_chars: int = 2048,
@@ -616,6 +669,7 @@ class ResearchEnv(HierarchicalToolEnv):
             knobs["distractors"],
             knobs["corpus_size"],
             bool(knobs["arithmetic"]),
+            doc_ref,
         )
         super().__init__(
             task,
