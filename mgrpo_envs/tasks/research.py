@@ -405,7 +405,8 @@ class ResearchEpisode(Episode):
     def _visit_title(self, title: str) -> str:
         return self._visit(title)
 
-    def _visit(self, ref: str) -> str:
+    def _visit(self, doc_id: str) -> str:
+        ref = doc_id  # an id, or under doc_ref="title" a title
         key = self._doc_of(ref)
         if key is None and self.doc_ref == "title":
             raise ToolError(
