@@ -1,4 +1,4 @@
-"""The ``mgrpo`` command: ``demo``, ``sft``, ``train`` and ``eval``.
+"""The ``mgrpo`` command: ``demo``, ``sft``, ``train``, ``eval`` and ``export``.
 
 The options of ``train`` and ``sft`` are generated (with tyro) from the config
 dataclasses, so every field can be set, the defaults live in one place, and
@@ -27,12 +27,13 @@ from mgrpo_algos.mgrpo import MGRPOConfig
 from mgrpo_algos.sft import RECIPE, SFTConfig
 from mgrpo_algos.store import StoreError
 
-USAGE = """usage: mgrpo {demo,sft,train,eval} [OPTIONS]
+USAGE = """usage: mgrpo {demo,sft,train,eval,export} [OPTIONS]
 
   demo    the main job: SFT warm start, a short M-GRPO run, success before and after
   sft     warm-start tiny models on the scripted expert's demonstrations of any env
   train   train agents (writes OUT/config.json, OUT/metrics.jsonl, OUT/ckpt-*)
   eval    success rate and reward of a checkpoint, with 95% intervals
+  export  merge a LoRA checkpoint's adapters into one standalone model per role
 
 `mgrpo COMMAND --help` lists a command's options."""
 
@@ -222,6 +223,34 @@ def evaluate_command(argv: list[str]) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- export
+@dataclass
+class ExportArgs:
+    """Merge each role's LoRA adapter of a checkpoint into a standalone model, OUT/<role>/.
+
+    Each OUT/<role>/ loads with HFPolicy.load and transformers'
+    AutoModelForCausalLM.from_pretrained; OUT/roles.json makes OUT a --model directory.
+
+    Attributes:
+        ckpt: A ckpt-* directory of a run trained with --lora-rank > 0, or the run
+            directory (its newest complete checkpoint).
+        out: Where the models go (a new or empty directory).
+    """
+
+    ckpt: str
+    out: str
+
+
+def export_command(argv: list[str]) -> int:
+    """``mgrpo export``."""
+    from mgrpo_algos.lora import export
+
+    args = tyro.cli(ExportArgs, args=argv, prog="mgrpo export")
+    saved = export(args.ckpt, args.out)
+    print(json.dumps({"out": args.out, "roles": {role: str(p) for role, p in saved.items()}}))
+    return 0
+
+
 # --------------------------------------------------------------------------- sft
 @dataclass
 class SFTArgs(SFTConfig):
@@ -361,6 +390,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "sft": sft,
     "train": train,
     "eval": evaluate_command,
+    "export": export_command,
 }
 
 

@@ -18,7 +18,10 @@ Checkpoints. ``OUT/ckpt-<step>/`` holds ``config.json``, ``policies/roles.json``
 (KL references) and ``state.pt`` (optimisers, schedules, step, RNG states and the
 learner's own state). It is written into ``ckpt-<step>.tmp`` and renamed when
 complete, so a killed run never leaves a partial checkpoint under a final name;
-resuming takes the newest complete checkpoint and warns about any it skips.
+resuming takes the newest complete checkpoint and warns about any it skips. With
+``lora_rank > 0`` (``lora.py``) ``policies/<name>/`` holds one adapter each,
+``policies/lora.json`` says so, ``base/`` holds the one base model and there is no
+``refs/`` (the reference is the base).
 
 Reproducibility. A step's queries and sampling noise are pure functions of
 ``(seed, step)``, so a resumed run repeats the uninterrupted one. With
@@ -50,6 +53,7 @@ import numpy as np
 import torch
 
 import mgrpo_envs
+from mgrpo_algos import lora
 from mgrpo_algos.buffer import Batch, RolloutBuffer, Trajectory, collate, minibatches
 from mgrpo_algos.evaluate import EvalResult, evaluate, training_seed
 from mgrpo_algos.functional import (
@@ -153,6 +157,15 @@ class LearnerConfig:
         max_staleness: With ``sync="off"``: steps collected ahead, and the most
             updates a trained sample's weights may lag its model's (older ones are
             dropped and counted in ``staleness/dropped``).
+        lora_rank: 0: full fine-tuning (a whole model per trained model and frozen
+            role). > 0: one base model in memory and one LoRA adapter of this rank per
+            trained model and frozen role, trained alone (``peft``; docs/training.md,
+            "LoRA per agent"); the KL reference is the base. Embedded backend only.
+        lora_alpha: LoRA scaling numerator (the update is ``alpha / rank * B A``).
+        lora_dropout: Dropout on the adapters' input in the loss's forward passes
+            (never in sampling or the reference), in [0, 1).
+        lora_target_modules: Names of the linear layers that get adapters (default:
+            Llama-style attention and MLP projections).
     """
 
     algo: str = "grpo"
@@ -194,6 +207,10 @@ class LearnerConfig:
     role_resources: dict[str, dict[str, float]] = field(default_factory=dict)
     sync: Literal["on", "off"] = "on"
     max_staleness: int = 1
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_target_modules: tuple[str, ...] = lora.LORA_TARGETS
 
     def __post_init__(self) -> None:
         validate_learner_config(self, {})
@@ -261,6 +278,7 @@ def validate_learner_config(config: Any, choices: dict[str, Sequence[str]]) -> N
     check_resources(config.role_resources)
     check_role_lr(config.role_lr)
     check_role_temperature(config.role_temperature)
+    lora.check_lora_config(config)
     if config.sync == "off" and config.backend != "ray":
         raise ValueError(
             "sync='off' (rollouts played while the models update) needs backend='ray'; "
@@ -712,6 +730,7 @@ def load_policies(
             role: HFPolicy.tiny(env, size=tiny_size, seed=seed + i) for i, role in enumerate(roles)
         }
     dirs = role_directories(Path(model), roles)
+    lora.refuse_adapters(next(iter(dirs.values())).parent, model)
     if shared:
         one = load_policy_dir(dirs[MAIN] if MAIN in dirs else dirs[roles[0]])
         return {role: one for role in roles}
@@ -728,6 +747,8 @@ def save_policies(policies: Mapping[str, HFPolicy], names: Mapping[str, str], pa
 
 def load_saved_policies(path: Path) -> dict[str, HFPolicy]:
     """Role -> policy of a ``save_policies`` directory (roles sharing a name share a model)."""
+    if lora.is_lora_policies(path):  # adapters on one base (lora_rank > 0)
+        return lora.load_lora_policies(path)
     names = read_roles(path)
     loaded = {name: load_policy_dir(path / name) for name in sorted(set(names.values()))}
     return {role: loaded[name] for role, name in names.items()}
@@ -877,17 +898,10 @@ class Learner(ABC):
         self.env_fn = env_fn_of(config)
         probe = self.env_fn()
         self.roles = list(probe.possible_agents)
-        if policies is None:
-            policies = load_policies(
-                config.model,
-                probe,
-                tiny_size=config.tiny_size,
-                seed=config.seed,
-                shared=self.shared_model(),
-            )
-        self.policies = dict(policies)
         self.groups = self.trained_groups()
         self.owner = {role: name for name, roles in self.groups.items() for role in roles}
+        self.names = {role: self.owner.get(role, role) for role in self.roles}
+        self.policies = self._initial_policies(probe, policies)
         unknown = sorted(set(config.role_lr) - set(self.groups))
         if unknown:
             raise ValueError(
@@ -935,6 +949,19 @@ class Learner(ABC):
         """Restores what :meth:`state_dict` returned (by default there is nothing to restore)."""
 
     # -------------------------------------------------------------- set-up
+    def _initial_policies(
+        self, probe: Any, given: Mapping[str, HFPolicy] | None
+    ) -> dict[str, HFPolicy]:
+        """Role -> policy: ``given``, else ``config.model``'s; adapter views when LoRA is on."""
+        cfg = self.config
+        if cfg.lora_rank > 0:  # one base model, an adapter per trained model / frozen role
+            return dict(lora.lora_policies(cfg, probe, self.names, given))
+        if given is not None:
+            return dict(given)
+        return load_policies(
+            cfg.model, probe, tiny_size=cfg.tiny_size, seed=cfg.seed, shared=self.shared_model()
+        )
+
     def _check_policies(self) -> None:
         missing = [r for r in self.roles if r not in self.policies]
         if missing:
@@ -958,9 +985,10 @@ class Learner(ABC):
             if role not in self.owner:  # frozen (main-only's sub-agents): never updated
                 for p in self.policies[role].parameters():
                     p.requires_grad_(False)
-        self.names = {role: self.owner.get(role, role) for role in self.roles}
         first = {name: self.policies[roles[0]] for name, roles in self.groups.items()}
-        self.refs = {n: frozen_copy(p) for n, p in first.items()} if self.config.beta > 0 else {}
+        # LoRA: the reference is the base with the adapters disabled (no copy)
+        ref_of = lora.base_reference if self.config.lora_rank > 0 else frozen_copy
+        self.refs = {n: ref_of(p) for n, p in first.items()} if self.config.beta > 0 else {}
         self.params, self.optimizers, self.schedulers = {}, {}, {}
         for name, policy in first.items():
             params = [p for p in policy.parameters() if p.requires_grad]
@@ -1153,8 +1181,11 @@ class Learner(ABC):
 
         def write(tmp: Path) -> None:
             save_policies(self.policies, self.names, tmp / "policies")
-            for name, ref in self.refs.items():
-                ref.save(tmp / "refs" / name)
+            if self.config.lora_rank > 0:  # base/ once; the reference is the base: no refs/
+                lora.save_lora_checkpoint(self.policies, tmp)
+            else:
+                for name, ref in self.refs.items():
+                    ref.save(tmp / "refs" / name)
             state = {
                 "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
                 "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
@@ -1189,9 +1220,10 @@ class Learner(ABC):
             config = dataclasses.replace(config, steps=steps)
         policies = load_saved_policies(ckpt / "policies")
         trainer = cls(config, out_dir, policies=policies, resume=True, **kwargs)
-        trainer.refs = {
-            name: frozen_copy(load_policy_dir(ckpt / "refs" / name)) for name in trainer.refs
-        }
+        if config.lora_rank == 0:  # (LoRA: the reference is the loaded base)
+            trainer.refs = {
+                name: frozen_copy(load_policy_dir(ckpt / "refs" / name)) for name in trainer.refs
+            }
         for name, optimizer in trainer.optimizers.items():
             optimizer.load_state_dict(state["optimizers"][name])
             trainer.schedulers[name].load_state_dict(state["schedulers"][name])

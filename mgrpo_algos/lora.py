@@ -1,0 +1,639 @@
+"""LoRA per agent: one base model in memory, one peft adapter per trained model and frozen role.
+
+With ``lora_rank > 0`` (a field of every learner's config) the learner does not give
+each agent a full model. It loads one base model, adds one LoRA adapter (Hu et al.
+2021, "LoRA: Low-Rank Adaptation of Large Language Models", through ``peft``) per
+trained model (``Learner.groups``: a role, or ``shared``) and per frozen role (the
+sub-agents under ``main-only``), and hands each role a :class:`LoRAPolicy`: a thin
+`HFPolicy` view over the shared model that makes its adapter the active one around
+every ``generate`` and ``logprobs`` call. Each trained model's optimiser holds its
+adapter's parameters only; the base and frozen adapters never change. The KL
+reference (``beta > 0``) is the same model with every adapter disabled
+(:meth:`AdapterSet.reference`): no second copy.
+
+Checkpoints (``ckpt-<step>/``): ``policies/<name>/`` holds one adapter in peft's
+format (``adapter_config.json``, ``adapter_model.safetensors``), ``policies/roles.json``
+maps roles to them, ``policies/lora.json`` marks the directory as adapters, and
+``base/`` holds the base model once (a saved `HFPolicy`), so a checkpoint is
+self-contained. No ``refs/``: the reference is the base. :func:`export` merges each
+role's adapter into a standalone model (``mgrpo export``).
+
+Decoding: the adapters' layers are not plain ``nn.Linear``, so a view decodes with
+the model's own forward (``fast_decode=False``) and keeps no prefix cache; each view
+has its own `HFPolicy` cache object anyway, so keys and values computed with one
+adapter are never offered to another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import math
+import warnings
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mgrpo_algos.policies import HFPolicy
+from mgrpo_algos.policies.base import GenerationOutput
+from mgrpo_algos.policies.prefix import PrefixGroups
+
+LORA_TARGETS: tuple[str, ...] = (
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+)
+"""Llama-style attention and MLP projections: the default ``lora_target_modules``."""
+
+MARKER = "lora.json"  # in a checkpoint's policies/: its directories hold adapters
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+# --------------------------------------------------------------------------- config
+def check_lora_config(config: Any) -> None:
+    """Checks ``lora_rank``, ``lora_alpha``, ``lora_dropout`` and ``lora_target_modules``.
+
+    Raises:
+        ValueError: Naming the field, the value given and what is allowed.
+    """
+    rank = config.lora_rank
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
+        raise ValueError(
+            f"lora_rank must be an int >= 0 (0: full fine-tuning, no adapters), got {rank!r}"
+        )
+    alpha = config.lora_alpha
+    if (
+        isinstance(alpha, bool)
+        or not isinstance(alpha, (int, float))
+        or not (math.isfinite(alpha) and alpha > 0)
+    ):
+        raise ValueError(f"lora_alpha must be a finite number > 0, got {alpha!r}")
+    drop = config.lora_dropout
+    if isinstance(drop, bool) or not isinstance(drop, (int, float)) or not 0 <= drop < 1:
+        raise ValueError(f"lora_dropout must be a number in [0, 1), got {drop!r}")
+    targets = config.lora_target_modules
+    if isinstance(targets, str) or not isinstance(targets, (list, tuple)):
+        targets = None
+    if not targets or not all(isinstance(t, str) and t for t in targets):
+        raise ValueError(
+            "lora_target_modules must be a non-empty list of module names (e.g. "
+            f"{list(LORA_TARGETS)}), got {config.lora_target_modules!r}"
+        )
+    config.lora_target_modules = tuple(targets)
+    if rank == 0:
+        return
+    if config.backend == "ray":
+        raise ValueError(
+            f"lora_rank={rank} (LoRA adapters on one base model) is not supported with "
+            "backend='ray' yet; use backend='embedded', or lora_rank=0 on Ray"
+        )
+    if importlib.util.find_spec("peft") is None:
+        raise ValueError(
+            f"lora_rank={rank} needs the peft package: pip install 'mgrpo[lora]' "
+            "(or pass lora_rank=0 for full fine-tuning)"
+        )
+
+
+def lora_settings(config: Any) -> dict[str, Any]:
+    """The adapter settings of ``config`` that a checkpoint's adapters must match."""
+    return {
+        "r": int(config.lora_rank),
+        "lora_alpha": float(config.lora_alpha),
+        "lora_dropout": float(config.lora_dropout),
+        "target_modules": sorted(config.lora_target_modules),
+    }
+
+
+def peft_config(config: Any) -> Any:
+    """The ``peft.LoraConfig`` of ``config``'s ``lora_*`` fields."""
+    from peft import LoraConfig
+
+    s = lora_settings(config)
+    return LoraConfig(
+        r=s["r"],
+        lora_alpha=s["lora_alpha"],
+        lora_dropout=s["lora_dropout"],
+        target_modules=s["target_modules"],
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+# --------------------------------------------------------------------------- the shared model
+class AdapterSet:
+    """One base model wrapped by peft, holding named LoRA adapters; one active at a time.
+
+    Args:
+        base: The base policy. LoRA layers are injected into its model in place, so
+            after the first :meth:`add` its own forward runs the active adapter: use
+            :meth:`reference` for the base.
+
+    Attributes:
+        peft_model: The ``peft.PeftModel`` (None until the first adapter is added).
+    """
+
+    def __init__(self, base: HFPolicy) -> None:
+        self.base = base
+        self.peft_model: Any = None
+        self._views: dict[str | None, LoRAPolicy] = {}
+
+    @property
+    def model(self) -> Any:
+        """The transformers causal LM with the LoRA layers in it (what views call)."""
+        return self.base.model
+
+    @property
+    def names(self) -> list[str]:
+        """The adapters' names, in the order they were added."""
+        return [] if self.peft_model is None else list(self.peft_model.peft_config)
+
+    def add(
+        self,
+        name: str,
+        config: Any,
+        *,
+        seed: int = 0,
+        weights: Mapping[str, torch.Tensor] | None = None,
+    ) -> None:
+        """Adds adapter ``name`` (peft ``LoraConfig`` ``config``), trainable.
+
+        Args:
+            name: The adapter's name (a trained model's or a frozen role's).
+            config: Its ``peft.LoraConfig``.
+            seed: Seeds the random initialisation of its A matrices (B starts at 0, so
+                a fresh adapter leaves the base's outputs unchanged); the global RNG
+                is not touched.
+            weights: peft's state dict of the adapter (:meth:`save_adapter`'s file),
+                loaded in place of the initialisation.
+        """
+        from peft import get_peft_model, set_peft_model_state_dict
+
+        if name in self.names:
+            raise ValueError(f"adapter {name!r} exists already; adapters: {self.names}")
+        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # peft's use of deprecated names
+            torch.manual_seed(seed)
+            if self.peft_model is None:
+                self.peft_model = get_peft_model(self.base.model, config, adapter_name=name)
+            else:
+                self.peft_model.add_adapter(name, config)
+        if weights is not None:
+            result = set_peft_model_state_dict(self.peft_model, dict(weights), adapter_name=name)
+            own = {k for k, _ in self.peft_model.named_parameters() if _owner(k) == name}
+            missing = sorted(own & set(getattr(result, "missing_keys", ())))
+            unexpected = list(getattr(result, "unexpected_keys", ()))
+            if missing or unexpected:
+                raise ValueError(
+                    f"the weights of adapter {name!r} do not fit the model: missing "
+                    f"{missing[:3]}, unexpected {unexpected[:3]}"
+                )
+        for p in self.parameters(name):
+            p.requires_grad_(True)
+        for drop in self.dropouts(name):  # new modules start in training mode; the loss alone
+            drop.eval()  # turns them on (LoRAPolicy)
+
+    def parameters(self, name: str | None) -> list[torch.nn.Parameter]:
+        """Adapter ``name``'s parameters (None: the base's), in a fixed order."""
+        return [p for key, p in self.peft_model.named_parameters() if _owner(key) == name]
+
+    @contextmanager
+    def active(self, name: str | None) -> Iterator[None]:
+        """Makes adapter ``name`` the one the model runs (None: no adapter, the base).
+
+        peft's switch also sets ``requires_grad`` of the adapters; every flag is put
+        back on exit, so a frozen adapter stays frozen.
+        """
+        flags = [(p, p.requires_grad) for p in self.peft_model.parameters()]
+        try:
+            if name is None:
+                with self.peft_model.disable_adapter():
+                    yield
+            else:
+                if self.peft_model.active_adapter != name:
+                    self.peft_model.set_adapter(name)
+                yield
+        finally:
+            for p, flag in flags:
+                p.requires_grad_(flag)
+
+    def dropouts(self, name: str) -> list[torch.nn.Module]:
+        """The dropout modules of adapter ``name`` (empty when ``lora_dropout`` is 0)."""
+        out = []
+        for module in self.model.modules():
+            drop = getattr(module, "lora_dropout", None)
+            if isinstance(drop, torch.nn.ModuleDict) and name in drop:
+                if isinstance(drop[name], torch.nn.Dropout):
+                    out.append(drop[name])
+        return out
+
+    def view(self, name: str) -> LoRAPolicy:
+        """The policy that runs adapter ``name`` (one object per adapter)."""
+        if name not in self.names:
+            raise ValueError(f"no adapter {name!r}; adapters: {self.names}")
+        if name not in self._views:
+            self._views[name] = LoRAPolicy(self, name)
+        return self._views[name]
+
+    def reference(self) -> LoRAPolicy:
+        """The base model as a policy: every adapter disabled (the KL reference)."""
+        if None not in self._views:
+            self._views[None] = LoRAPolicy(self, None)
+        return self._views[None]
+
+    # ---------------------------------------------------------------- files
+    def save_adapter(self, name: str, path: str | Path) -> None:
+        """Writes adapter ``name`` in peft's format: ``adapter_config.json`` and its weights."""
+        from peft import get_peft_model_state_dict
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.peft_model.peft_config[name].save_pretrained(str(path))
+        state = get_peft_model_state_dict(self.peft_model, adapter_name=name)
+        tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+        save_file(tensors, str(path / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+
+    def save_base(self, path: str | Path) -> None:
+        """Writes the base model (no LoRA layers) where `HFPolicy.load` reads it."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {}
+        for key, value in self.model.state_dict().items():
+            if "lora_" in key:
+                continue
+            state[key.replace(".base_layer.", ".")] = value
+        model = self.model
+        model.generation_config.eos_token_id = list(self.base.stop_ids)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            model.save_pretrained(path, state_dict=state)
+        self.base.tokenizer.save_pretrained(path)
+
+
+def _owner(key: str) -> str | None:
+    """The adapter a peft parameter name belongs to (``...lora_A.<name>.weight``), else None."""
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        if part.startswith("lora_"):
+            return parts[i + 1]
+    return None
+
+
+# --------------------------------------------------------------------------- the per-role view
+class LoRAPolicy(HFPolicy):
+    """One adapter of an :class:`AdapterSet` as an `HFPolicy` (a role's policy).
+
+    It shares the set's model and tokenizer; ``generate``, ``logprobs`` and
+    ``logprobs_shared_prefix`` run with its adapter active (``name=None``: with every
+    adapter disabled, the base). `parameters` are the adapter's alone, which is what
+    the learner's optimiser takes. ``lora_dropout`` applies in the differentiable
+    log-probs only (the loss), never in sampling or under ``torch.no_grad``.
+
+    Args:
+        adapters: The shared model.
+        name: The adapter, or None for the base.
+    """
+
+    def __init__(self, adapters: AdapterSet, name: str | None) -> None:
+        base = adapters.base
+        super().__init__(base.model, base.tokenizer, stop_ids=base.stop_ids, fast_decode=False)
+        self.adapters = adapters
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"LoRAPolicy(adapter={self.name!r}, adapters={self.adapters.names})"
+
+    def parameters(self) -> Iterator[torch.nn.Parameter]:
+        """The adapter's parameters (none for the base view)."""
+        return iter(self.adapters.parameters(self.name) if self.name is not None else [])
+
+    @contextmanager
+    def _running(self) -> Iterator[None]:
+        drops = []
+        if self.name is not None and torch.is_grad_enabled():
+            drops = self.adapters.dropouts(self.name)
+        with self.adapters.active(self.name):
+            for d in drops:
+                d.train(True)
+            try:
+                yield
+            finally:
+                for d in drops:
+                    d.train(False)
+
+    def logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        with self._running():
+            return super().logprobs(input_ids, attention_mask)
+
+    def logprobs_shared_prefix(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, groups: PrefixGroups
+    ) -> torch.Tensor:
+        with self._running():
+            return super().logprobs_shared_prefix(input_ids, attention_mask, groups)
+
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        *,
+        sessions: Sequence[Hashable | None] | None = None,
+        **kwargs: Any,
+    ) -> GenerationOutput:
+        with self.adapters.active(self.name):
+            return super().generate(prompts, sessions=sessions, **kwargs)
+
+    def save(self, path: str | Path) -> None:
+        """Writes the adapter alone (peft's format); the base is saved by `save_base`."""
+        if self.name is None:
+            raise ValueError("the base view has no adapter to save; use AdapterSet.save_base")
+        self.adapters.save_adapter(self.name, path)
+
+
+def is_lora_policies(path: str | Path) -> bool:
+    """Whether ``path`` is a checkpoint's ``policies/`` directory holding adapters."""
+    return (Path(path) / MARKER).is_file()
+
+
+# --------------------------------------------------------------------------- building the policies
+def adapter_set_of(policies: Mapping[str, HFPolicy]) -> AdapterSet:
+    """The one :class:`AdapterSet` every policy of ``policies`` is a view of.
+
+    Raises:
+        ValueError: If a policy is no `LoRAPolicy`, or they view different models.
+    """
+    sets = {id(p.adapters): p.adapters for p in policies.values() if isinstance(p, LoRAPolicy)}
+    if len(sets) != 1 or not all(isinstance(p, LoRAPolicy) for p in policies.values()):
+        raise ValueError(
+            "expected every role's policy to be a LoRAPolicy of one AdapterSet (one base "
+            f"model), got {sorted(type(p).__name__ for p in policies.values())} over "
+            f"{len(sets)} base model(s)"
+        )
+    return next(iter(sets.values()))
+
+
+def lora_policies(
+    config: Any,
+    env: Any,
+    names: Mapping[str, str],
+    given: Mapping[str, HFPolicy] | None = None,
+) -> dict[str, LoRAPolicy]:
+    """Role -> adapter view over one base model, one adapter per name of ``names``.
+
+    Args:
+        config: The learner's config (``model``, ``tiny_size``, ``seed``, ``lora_*``).
+        env: The env (its ``possible_agents`` and, for ``tiny``, its vocabulary).
+        names: Role -> adapter name (the trained model that owns the role, or the
+            frozen role itself); roles with one name share one view.
+        given: Policies to start from instead of ``config.model``: views of one
+            :class:`AdapterSet` with the adapters ``names`` asks for (what a
+            checkpoint loads), or plain policies of one model (the base: LoRA layers
+            are injected into that model in place).
+
+    Returns:
+        One view per role; the base is ``tiny``, a saved model (main's, when there is
+        one per role: every role's must hold the same weights), or a LoRA
+        checkpoint's base with its adapters (each new adapter starts from the
+        checkpoint's adapter of its first role).
+    """
+    roles = list(env.possible_agents)
+    order = list(dict.fromkeys(names[role] for role in roles))
+    if given is not None and any(isinstance(p, LoRAPolicy) for p in given.values()):
+        return _reuse_views(given, names, roles)
+    init: dict[str, dict[str, torch.Tensor]] = {}
+    if given is not None:
+        base = _one_base(given, roles)
+    elif config.model == "tiny":
+        base = HFPolicy.tiny(env, size=config.tiny_size, seed=config.seed)
+    else:
+        base, init = _start_from(Path(config.model), roles, names, config)
+    adapters = AdapterSet(base)
+    for i, name in enumerate(order):
+        adapters.add(name, peft_config(config), seed=config.seed + i, weights=init.get(name))
+    return {role: adapters.view(names[role]) for role in roles}
+
+
+def _reuse_views(
+    given: Mapping[str, HFPolicy], names: Mapping[str, str], roles: Sequence[str]
+) -> dict[str, LoRAPolicy]:
+    adapters = adapter_set_of(given)
+    wrong = [r for r in roles if r not in given or given[r].name != names[r]]  # type: ignore[attr-defined]
+    if wrong:
+        raise ValueError(
+            f"the adapters given for roles {wrong} are not the ones this run trains: "
+            f"expected role -> adapter {dict(names)}, got "
+            f"{ {r: getattr(p, 'name', None) for r, p in given.items()} }"
+        )
+    return {role: adapters.view(names[role]) for role in roles}
+
+
+def _one_base(given: Mapping[str, HFPolicy], roles: Sequence[str]) -> HFPolicy:
+    """Main's given policy, once every role's is that object or holds the same weights."""
+    first = given.get("main", given[roles[0]])
+    own = first.model.state_dict()
+    for role in roles:
+        other = given[role]
+        if other is first:
+            continue
+        theirs = other.model.state_dict()
+        if own.keys() != theirs.keys() or not all(torch.equal(own[k], theirs[k]) for k in own):
+            raise ValueError(
+                f"lora_rank > 0 trains adapters on one base model, but the policy given for "
+                f"{role!r} differs from main's; pass one model (or equal copies) for every "
+                "role, or lora_rank=0"
+            )
+    return first
+
+
+def _start_from(
+    path: Path, roles: Sequence[str], names: Mapping[str, str], config: Any
+) -> tuple[HFPolicy, dict[str, dict[str, torch.Tensor]]]:
+    """The base and the adapters' starting weights for ``config.model`` = ``path``."""
+    from safetensors.torch import load_file
+
+    from mgrpo_algos.learner import MAIN, load_policy_dir, role_directories
+
+    dirs = role_directories(path, roles)
+    first = dirs[MAIN] if MAIN in dirs else dirs[roles[0]]
+    if is_lora_policies(first.parent):  # a LoRA checkpoint: its base, its adapters
+        init = {}
+        for role in roles:
+            if names[role] not in init:
+                check_adapter(dirs[role], config)
+                init[names[role]] = load_file(str(dirs[role] / ADAPTER_WEIGHTS))
+        return load_policy_dir(base_dir(first.parent)), init
+    differ = [role for role in roles if not _same_weights(dirs[role], first)]
+    if differ:
+        raise ValueError(
+            f"lora_rank > 0 trains adapters on one base model (main's, {str(first)!r}), but "
+            f"the saved models of {differ} hold other weights; start from one saved model "
+            "(e.g. an SFT warm start with --shared), or pass lora_rank=0"
+        )
+    return load_policy_dir(first), {}
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    """Whether two saved policy directories hold the same weight files (byte for byte)."""
+    if a.resolve() == b.resolve():
+        return True
+    files = sorted(p.name for p in b.glob("*.safetensors"))
+    if files != sorted(p.name for p in a.glob("*.safetensors")):
+        return False
+    return all(_digest(a / f) == _digest(b / f) for f in files)
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_adapter(path: Path, config: Any) -> None:
+    """Raises ValueError unless the adapter saved in ``path`` has ``config``'s LoRA settings."""
+    try:
+        saved = json.loads((path / ADAPTER_CONFIG).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(
+            f"cannot read the adapter config {str(path / ADAPTER_CONFIG)!r}: {err}"
+        ) from err
+    targets = saved.get("target_modules")
+    got = {
+        "r": saved.get("r"),
+        "lora_alpha": float(saved.get("lora_alpha", math.nan)),
+        "lora_dropout": float(saved.get("lora_dropout", math.nan)),
+        "target_modules": sorted([targets] if isinstance(targets, str) else targets or []),
+    }
+    want = lora_settings(config)
+    if got != want:
+        flags = {"r": "--lora-rank", "lora_alpha": "--lora-alpha", "lora_dropout": "--lora-dropout"}
+        fix = " ".join(f"{flags[k]} {got[k]}" for k in flags if got[k] != want[k])
+        raise ValueError(
+            f"the adapter in {str(path)!r} has LoRA settings {got}, the run asks for {want}; "
+            f"pass {fix or '--lora-target-modules ' + ' '.join(got['target_modules'])}"
+        )
+
+
+# --------------------------------------------------------------------------- checkpoints
+def base_reference(policy: HFPolicy) -> LoRAPolicy:
+    """The KL reference of an adapter view: its base, adapters disabled (shares the model)."""
+    if not isinstance(policy, LoRAPolicy):
+        raise ValueError(f"expected a LoRAPolicy (lora_rank > 0), got {type(policy).__name__}")
+    return policy.adapters.reference()
+
+
+def base_dir(policies_dir: Path) -> Path:
+    """Where the base model of a LoRA ``policies/`` directory is saved."""
+    marker = json.loads((policies_dir / MARKER).read_text())
+    return (policies_dir / marker.get("base", "../base")).resolve()
+
+
+def save_lora_checkpoint(policies: Mapping[str, HFPolicy], ckpt: Path) -> None:
+    """Writes ``ckpt/base/`` (the base, once) and the ``policies/lora.json`` marker.
+
+    The adapters themselves are written by ``save_policies`` (`LoRAPolicy.save`).
+    """
+    adapters = adapter_set_of(policies)
+    adapters.save_base(ckpt / "base")
+    marker = {"base": "../base", "adapters": adapters.names}
+    (ckpt / "policies" / MARKER).write_text(json.dumps(marker, indent=2))
+
+
+def load_lora_policies(path: Path) -> dict[str, LoRAPolicy]:
+    """Role -> view of a LoRA checkpoint's ``policies/`` directory (one base in memory)."""
+    from mgrpo_algos.learner import load_policy_dir, read_roles
+
+    names = read_roles(path)
+    adapters = AdapterSet(load_policy_dir(base_dir(path)))
+    for name in dict.fromkeys(names.values()):
+        add_saved_adapter(adapters, path / name, name)
+    return {role: adapters.view(name) for role, name in names.items()}
+
+
+def add_saved_adapter(adapters: AdapterSet, folder: Path, name: str) -> None:
+    """Adds the adapter saved in ``folder`` (`AdapterSet.save_adapter`) as ``name``."""
+    from peft import LoraConfig
+    from safetensors.torch import load_file
+
+    try:
+        config = LoraConfig.from_pretrained(str(folder))
+        weights = load_file(str(folder / ADAPTER_WEIGHTS))
+    except Exception as err:  # peft, safetensors and json raise many kinds
+        raise ValueError(
+            f"cannot load the adapter in {str(folder)!r} ({type(err).__name__}: {err}); "
+            "its files may be truncated: pass another checkpoint"
+        ) from err
+    adapters.add(name, config, weights=weights)
+
+
+def refuse_adapters(path: Path, model: str) -> None:
+    """Raises ValueError when ``path`` (a policies directory) holds adapters and lora_rank is 0."""
+    if is_lora_policies(path):
+        raise ValueError(
+            f"model {model!r} holds LoRA adapters (policies/{MARKER}); continue training them "
+            f"with --lora-rank R (their rank), or merge them first with "
+            f"mgrpo export --ckpt {model} --out DIR and pass --model DIR"
+        )
+
+
+# --------------------------------------------------------------------------- export
+def merged_policy(policies_dir: Path, name: str) -> HFPolicy:
+    """The base of a LoRA checkpoint with adapter ``name`` merged in: a standalone model.
+
+    Each call loads a fresh base, so one model (and the merged one) is in memory at a time.
+    """
+    from mgrpo_algos.learner import load_policy_dir
+
+    adapters = AdapterSet(load_policy_dir(base_dir(policies_dir)))
+    add_saved_adapter(adapters, policies_dir / name, name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        model = adapters.peft_model.merge_and_unload()
+    return HFPolicy(model.eval(), adapters.base.tokenizer, stop_ids=adapters.base.stop_ids)
+
+
+def export(ckpt: str | Path, out: str | Path) -> dict[str, Path]:
+    """Merges each role's adapter of a LoRA checkpoint into a model saved as ``out/<role>/``.
+
+    Each ``out/<role>/`` loads with `HFPolicy.load` and with
+    ``transformers.AutoModelForCausalLM.from_pretrained``; ``out/roles.json`` makes
+    ``out`` a ``--model`` directory (one policy per role).
+
+    Args:
+        ckpt: A ``ckpt-*`` directory of a run trained with ``lora_rank > 0``, or the
+            run directory (its newest complete checkpoint).
+        out: A new (or empty) directory.
+
+    Returns:
+        Role -> the directory its model was saved in.
+    """
+    from mgrpo_algos.learner import is_complete_checkpoint, latest_checkpoint, read_roles
+
+    ckpt, out = Path(ckpt), Path(out)
+    ckpt = ckpt if is_complete_checkpoint(ckpt) else latest_checkpoint(ckpt)
+    policies = ckpt / "policies"
+    if not is_lora_policies(policies):
+        raise ValueError(
+            f"{str(ckpt)!r} holds no LoRA adapters (no policies/{MARKER}): export merges the "
+            "adapters of a run trained with --lora-rank > 0; a full fine-tuning "
+            "checkpoint's policies/<name>/ are standalone models already"
+        )
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"{str(out)!r} exists and is not an empty directory; pass a new --out")
+    names = read_roles(policies)
+    saved = {}
+    for name in dict.fromkeys(names.values()):
+        merged = merged_policy(policies, name)
+        for role in (r for r, n in names.items() if n == name):
+            merged.save(out / role)
+            saved[role] = out / role
+    (out / "roles.json").write_text(json.dumps({role: role for role in names}, indent=2))
+    return saved
