@@ -28,7 +28,8 @@ one model play every role and updates it from every role's samples. ``align="non
 is the unsynchronised ablation: each step trains the sub-agents on the previous
 step's calls (a one-step-stale queue), unaligned.
 
-The shared parts (optimisers, chunked loss, checkpoints, loop) are in ``learner.py``.
+The shared parts (optimisers, chunked loss, checkpoints, loop) are in ``learner.py``;
+which models train, and when (``algo``, ``schedule``), in ``schedule.py``.
 """
 
 from __future__ import annotations
@@ -62,13 +63,12 @@ from mgrpo_algos.learner import (
 )
 from mgrpo_algos.policies import HFPolicy
 from mgrpo_algos.rollout import RolloutResult
+from mgrpo_algos.schedule import ALGOS, Algo, alternation, scheduled_groups, trained_groups
 from mgrpo_algos.store import MemoryStore, RolloutReward, SQLiteStore, StatsStore
 from mgrpo_envs.core.rewards import RewardWeights, sub_reward
 
-Algo = Literal["mgrpo", "main-only", "shared"]
 Align = Literal["duplicate_drop", "truncate", "fill", "ragged", "none"]
 SubGroups = Literal["query", "subtask"]
-ALGOS: tuple[str, ...] = get_args(Algo)
 ALIGNS: tuple[str, ...] = get_args(Align)
 SUB_GROUPS: tuple[str, ...] = get_args(SubGroups)
 
@@ -139,49 +139,6 @@ class MGRPOConfig(LearnerConfig):
             raise ValueError(
                 f"store_timeout must be a finite number >= 0, got {self.store_timeout}"
             )
-
-
-def alternation(schedule: str) -> int:
-    """N of ``alternate:N`` (0 for ``joint``).
-
-    Raises:
-        ValueError: For any other schedule, naming the two forms.
-    """
-    if schedule == "joint":
-        return 0
-    kind, _, n = str(schedule).partition(":")
-    if kind == "alternate" and n.isdigit() and int(n) >= 1:
-        return int(n)
-    raise ValueError(f"schedule must be 'joint' or 'alternate:N' with N >= 1, got {schedule!r}")
-
-
-def scheduled_groups(schedule: str, step: int, groups: Mapping[str, Sequence[str]]) -> list[str]:
-    """The optimisers that step at ``step`` (0-based) under ``schedule``.
-
-    ``alternate:N``: steps ``0 .. N-1`` train the models that play main, steps
-    ``N .. 2N-1`` the others, and so on.
-    """
-    n = alternation(schedule)
-    if not n:
-        return list(groups)
-    main_phase = (step // n) % 2 == 0
-    return [name for name, roles in groups.items() if (MAIN in roles) == main_phase]
-
-
-def trained_groups(algo: str, roles: Sequence[str]) -> dict[str, list[str]]:
-    """Optimiser name -> the roles whose samples it trains on.
-
-    ``mgrpo``: one optimiser per role; ``main-only``: main's alone (the sub-agents
-    are frozen); ``shared``: one optimiser, every role.
-    """
-    if algo == "mgrpo":
-        return {role: [role] for role in roles}
-    elif algo == "main-only":
-        return {MAIN: [MAIN]}
-    elif algo == "shared":
-        return {"shared": list(roles)}
-    else:
-        raise ValueError(f"algo must be one of {list(ALGOS)}, got {algo!r}")
 
 
 # --------------------------------------------------------------------------- score
