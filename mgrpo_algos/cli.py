@@ -26,6 +26,7 @@ from mgrpo_algos.grpo import GRPOConfig
 from mgrpo_algos.mgrpo import MGRPOConfig
 from mgrpo_algos.sft import RECIPE, SFTConfig
 from mgrpo_algos.store import StoreError
+from mgrpo_algos.tfgrpo import TFGRPOConfig
 
 USAGE = """usage: mgrpo {demo,sft,train,eval,export} [OPTIONS]
 
@@ -47,8 +48,15 @@ class TrainArgs(MGRPOConfig):
 
     Attributes:
         algo: mgrpo (every agent trained, one model each), main-only (the sub-agents
-            frozen), shared (one model plays every role) or grpo (one policy with
-            every tool on the single-agent view).
+            frozen), shared (one model plays every role), grpo (one policy with
+            every tool on the single-agent view) or tf-grpo (Training-Free GRPO: no
+            weight update, an experience library per role; docs/training.md).
+        single_agent: tf-grpo only: play the single-agent view (one role, every tool).
+        reflector: tf-grpo only: policy (each role's own policy reflects), smollm2, or
+            a saved policy directory.
+        max_experiences: tf-grpo only: most entries of each role's experience library.
+        reflect_max_new_tokens: tf-grpo only: tokens the reflector writes per answer.
+        reflect_temperature: tf-grpo only: the reflector's sampling temperature (0: greedy).
         out: The run directory (refused when it already holds a run).
         resume: Continue the run in this directory from its newest complete
             checkpoint, with its own settings; only --steps may be given with it
@@ -60,7 +68,12 @@ class TrainArgs(MGRPOConfig):
             the VALUE is read as JSON when it parses.
     """
 
-    algo: Literal["mgrpo", "main-only", "shared", "grpo"] = "grpo"  # type: ignore[assignment]
+    algo: Literal["mgrpo", "main-only", "shared", "grpo", "tf-grpo"] = "grpo"  # type: ignore[assignment]
+    single_agent: bool = False
+    reflector: str = "policy"
+    max_experiences: int = 20
+    reflect_max_new_tokens: int = 160
+    reflect_temperature: float = 0.7
     env_kwargs: tyro.conf.Suppress[dict[str, Any]] = field(  # type: ignore[assignment]
         default_factory=lambda: {"difficulty": "easy"}
     )
@@ -78,6 +91,11 @@ MULTI_AGENT_ONLY = sorted(
     {f.name for f in dataclasses.fields(MGRPOConfig)}
     - {f.name for f in dataclasses.fields(GRPOConfig)}
 )
+TF_GRPO_ONLY = sorted(
+    {f.name for f in dataclasses.fields(TFGRPOConfig)}
+    - {f.name for f in dataclasses.fields(MGRPOConfig)}
+)
+NOT_TF_GRPO = sorted(set(MULTI_AGENT_ONLY) - {f.name for f in dataclasses.fields(TFGRPOConfig)})
 
 
 def env_args(pairs: Sequence[str]) -> dict[str, Any]:
@@ -95,12 +113,13 @@ def env_args(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def config_of(args: TrainArgs) -> Any:
-    """The learner config ``args`` describe: a ``GRPOConfig`` or an ``MGRPOConfig``."""
+    """The learner config ``args`` describe: a GRPO, M-GRPO or Training-Free GRPO config."""
     kwargs = dict(args.env_kwargs)
     if args.difficulty is not None:
         kwargs["difficulty"] = args.difficulty
     kwargs.update(env_args(args.env_arg))
-    cls = GRPOConfig if args.algo == "grpo" else MGRPOConfig
+    cls = {"grpo": GRPOConfig, "tf-grpo": TFGRPOConfig}.get(args.algo, MGRPOConfig)
+    _refuse_others_flags(args)
     if cls is GRPOConfig:
         defaults = MGRPOConfig()
         changed = [
@@ -115,6 +134,22 @@ def config_of(args: TrainArgs) -> Any:
             )
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
     return cls(**{**values, "env_kwargs": kwargs})
+
+
+def _refuse_others_flags(args: TrainArgs) -> None:
+    """Refuses a tf-grpo option with another algo, and an M-GRPO-only one with tf-grpo."""
+    defaults = TrainArgs()
+    if args.algo == "tf-grpo":
+        names, what = NOT_TF_GRPO, "the M-GRPO algos (mgrpo, main-only, shared), not to tf-grpo"
+    else:
+        names, what = TF_GRPO_ONLY, f"--algo tf-grpo only, not to --algo {args.algo}"
+    changed = [
+        f"--{name.replace('_', '-')}"
+        for name in names
+        if getattr(args, name) != getattr(defaults, name)
+    ]
+    if changed:
+        raise ValueError(f"{', '.join(changed)} apply to {what}")
 
 
 def parse_train(argv: list[str]) -> tuple[TrainArgs, set[str]]:
@@ -142,7 +177,7 @@ def _option(argv: list[str], name: str) -> str | None:
 
 
 def train(argv: list[str]) -> int:
-    """``mgrpo train``: a GRPO or M-GRPO run (or the continuation of one), embedded or on Ray."""
+    """``mgrpo train``: a GRPO, M-GRPO or tf-grpo run (or its continuation), embedded or on Ray."""
     from mgrpo_algos.distributed import make_trainer, resume_trainer
 
     args, given = parse_train(argv)

