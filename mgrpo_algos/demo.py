@@ -62,6 +62,8 @@ class DemoSettings:
     queries: int = 4
     group_size: int = 8
     lr: float = 2e-5
+    sub_lr: float | None = None  # the sub-agents' learning rate (None: lr)
+    sub_temperature: float = 1.0  # the sub-agents' sampling temperature, in training and evaluation
     eval_episodes: int = 100
     seed: int = 0
 
@@ -84,6 +86,18 @@ class DemoSettings:
         if self.env_args:  # absent when empty: older caches keep their stamps
             recipe["env_args"] = dict(self.env_args)
         return {**recipe, **asdict(self.sft_config())}
+
+    def role_temperature(self, roles: list[str]) -> dict[str, float]:
+        """Each sub-agent's sampling temperature when it is not 1 (main samples at 1)."""
+        if self.sub_temperature == 1.0:
+            return {}
+        return {role: self.sub_temperature for role in roles if role != "main"}
+
+    def role_lr(self, roles: list[str]) -> dict[str, float]:
+        """Each sub-agent's learning rate when ``sub_lr`` is set."""
+        if self.sub_lr is None:
+            return {}
+        return {role: self.sub_lr for role in roles if role != "main"}
 
     @property
     def env_kwargs(self) -> dict[str, Any]:
@@ -154,12 +168,15 @@ def _rate(result: EvalResult) -> dict[str, Any]:
     return {**result.to_dict(), "text": result.text}
 
 
-def role_figures(env_fn, policies, episodes: int, system: dict[str, Any]) -> dict[str, Any]:
+def role_figures(
+    env_fn, policies, episodes: int, system: dict[str, Any], temperatures: dict[str, float]
+) -> dict[str, Any]:
     """What each agent does: main with the other side played by the scripted expert.
 
     Args:
         system: The whole system's evaluation (``_rate`` of an EvalResult), whose
             per-call sub-agent figures are reused.
+        temperatures: The roles' sampling temperatures other than 1.
 
     Returns:
         ``main``: main's success with expert sub-agents (an EvalResult dict); per
@@ -168,7 +185,7 @@ def role_figures(env_fn, policies, episodes: int, system: dict[str, Any]) -> dic
     """
     roles = env_fn().possible_agents
     subs = [r for r in roles if r != "main"]
-    main = evaluate(env_fn, policies, episodes, scripted=subs)
+    main = evaluate(env_fn, policies, episodes, scripted=subs, role_temperature=temperatures)
     return {"main": _rate(main), **system["sub_calls"]}
 
 
@@ -259,6 +276,7 @@ def run_demo(
     print(f"      expert {refs['expert']['text']}   random {refs['random']['text']}")
     print(f"[2/5] warm start: tiny-{s.size}, SFT on every role's expert demonstrations")
     warm = warm_start_dir(s, out, env_fn, cache=cache)
+    roles = list(env_fn().possible_agents)
     config = MGRPOConfig(
         env=s.env,
         env_kwargs=s.env_kwargs,
@@ -267,6 +285,8 @@ def run_demo(
         queries_per_step=s.queries,
         group_size=s.group_size,
         lr=s.lr,
+        role_lr=s.role_lr(roles),
+        role_temperature=s.role_temperature(roles),
         loss_type="dapo",
         seed=s.seed,
         checkpoint_every=0,
@@ -275,14 +295,15 @@ def run_demo(
     if run_dir.exists():  # the demo's own scratch run: replaced each time
         shutil.rmtree(run_dir)
     trainer = MGRPOTrainer(config, out_dir=run_dir)
-    before = _rate(evaluate(env_fn, trainer.policies, s.eval_episodes))
-    roles_before = role_figures(env_fn, trainer.policies, s.eval_episodes, before)
+    temps = dict(config.role_temperature)
+    before = _rate(evaluate(env_fn, trainer.policies, s.eval_episodes, role_temperature=temps))
+    roles_before = role_figures(env_fn, trainer.policies, s.eval_episodes, before, temps)
     print(f"[3/5] warm start      success {before['text']}")
     print(f"      {role_text(roles_before)}")
     print(f"[4/5] M-GRPO: {s.steps} steps x {s.queries} queries x {s.group_size} rollouts")
     trainer.train(progress=True)
-    after = _rate(evaluate(env_fn, trainer.policies, s.eval_episodes))
-    roles_after = role_figures(env_fn, trainer.policies, s.eval_episodes, after)
+    after = _rate(evaluate(env_fn, trainer.policies, s.eval_episodes, role_temperature=temps))
+    roles_after = role_figures(env_fn, trainer.policies, s.eval_episodes, after, temps)
     print(f"[5/5] after M-GRPO    success {after['text']}")
     print(f"      {role_text(roles_after)}")
     ckpt = latest_checkpoint(run_dir)  # train() wrote it at the last step
