@@ -147,6 +147,12 @@ class Settings:
         arms: Arms to run (``mgrpo``, ``main-only``, ``single``, ``shared``).
         diagnose: Also evaluate multi-role policies with the sub-agents, then main,
             played by the scripted expert (which role limits success).
+        doc_ref: research_v0's ``doc_ref`` (``id``: visit by document id; ``title``:
+            by title, which a tiny searcher copies far more reliably).
+        sub_temperature: The sub-agents' sampling temperature in training, evaluation
+            and the diagnosis, the same for every multi-agent arm: 1 is the
+            "saturated" regime; above 1 an "improvable sub-agent" regime whose calls
+            fail more often and whose groups differ more (docs/coordination.md).
     """
 
     difficulty: str = "medium"
@@ -170,6 +176,8 @@ class Settings:
     seeds: tuple[int, ...] = (0, 1, 2)
     arms: tuple[str, ...] = ("mgrpo", "main-only", "single")
     diagnose: bool = False
+    doc_ref: str = "id"
+    sub_temperature: float = 1.0
 
     def __post_init__(self) -> None:
         unknown = [a for a in self.arms if a not in ARMS]
@@ -180,6 +188,13 @@ class Settings:
         for name in ("sft_episodes", "sft_epochs", "steps", "queries", "eval_episodes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.sub_temperature > 0:
+            raise ValueError(f"sub_temperature must be > 0, got {self.sub_temperature}")
+        if self.sub_temperature != 1.0 and "single" in self.arms:
+            raise ValueError(
+                "sub_temperature applies to sub-agents, which the single arm has none of; "
+                "run the single arm without it"
+            )
         if self.group < 2 or self.eval_every < 0:
             raise ValueError(
                 f"group must be >= 2 and eval_every >= 0, got {self.group}, {self.eval_every}"
@@ -187,9 +202,18 @@ class Settings:
 
     @property
     def env_kwargs(self) -> dict[str, Any]:
-        if self.arithmetic is None:
-            return {"difficulty": self.difficulty}
-        return {"difficulty": self.difficulty, "arithmetic": self.arithmetic}
+        out: dict[str, Any] = {"difficulty": self.difficulty}
+        if self.arithmetic is not None:
+            out["arithmetic"] = self.arithmetic
+        if self.doc_ref != "id":  # absent by default: older caches keep their keys
+            out["doc_ref"] = self.doc_ref
+        return out
+
+    def role_temperature(self, roles: Iterable[str]) -> dict[str, float]:
+        """Each sub-agent's sampling temperature, when it is not 1."""
+        if self.sub_temperature == 1.0:
+            return {}
+        return {r: self.sub_temperature for r in roles if r != "main"}
 
     @property
     def episodes_per_run(self) -> int:
@@ -213,7 +237,8 @@ class Settings:
     def eval_key(self) -> str:
         task = "/".join(f"{k}={v}" for k, v in self.env_kwargs.items() if k != "difficulty")
         where = f"{ENV}/{self.difficulty}" + (f"/{task}" if task else "")
-        return f"{where}/n{self.eval_episodes}/t{self.max_new_tokens}"
+        temperature = f"/sub_T{self.sub_temperature:g}" if self.sub_temperature != 1.0 else ""
+        return f"{where}/n{self.eval_episodes}/t{self.max_new_tokens}{temperature}"
 
 
 PRESETS = {
@@ -255,12 +280,14 @@ def held_out(env_fn: Callable[[], Any], policies: dict[str, HFPolicy], s: Settin
     scripted (``expert_main``: how good the sub-agents are on well-posed subtasks),
     and ``signal`` what a training step's groups give each role to learn from.
     """
-    out = evaluate(env_fn, policies, s.eval_episodes, max_new_tokens=s.max_new_tokens).to_dict()
+    temps = s.role_temperature(policies)
+    n, tokens = s.eval_episodes, s.max_new_tokens
+    out = evaluate(env_fn, policies, n, max_new_tokens=tokens, role_temperature=temps).to_dict()
     subs = [r for r in policies if r != "main"]
     if s.diagnose and subs:
         out["roles"] = {
             name: evaluate(
-                env_fn, policies, s.eval_episodes, max_new_tokens=s.max_new_tokens, scripted=roles
+                env_fn, policies, n, max_new_tokens=tokens, scripted=roles, role_temperature=temps
             ).to_dict()
             for name, roles in (("expert_subs", subs), ("expert_main", ["main"]))
         }
@@ -290,7 +317,11 @@ def learning_signal(
     """
     defaults = MGRPOConfig()
     engine = RolloutEngine(
-        env_fn, policies, RolloutConfig(max_new_tokens=s.max_new_tokens, temperature=1.0)
+        env_fn,
+        policies,
+        RolloutConfig(
+            max_new_tokens=s.max_new_tokens, role_temperature=s.role_temperature(policies)
+        ),
     )
     with torch.no_grad():
         res = engine.collect(
@@ -470,7 +501,12 @@ def make_trainer(arm: str, seed: int, s: Settings, warm_dir: Path, run_dir: Path
     model = str(warm_dir / WARM_START_OF[arm])
     if arm == "single":
         return GRPOTrainer(GRPOConfig(model=model, **common), out_dir=run_dir)
-    options = {"sub_groups": s.sub_groups, **ARM_OPTIONS[arm]}
+    roles = warm_env_fn("multi", s)().possible_agents
+    options = {
+        "sub_groups": s.sub_groups,
+        "role_temperature": s.role_temperature(roles),
+        **ARM_OPTIONS[arm],
+    }
     if arm == "mgrpo-alternate":
         options["schedule"] = f"alternate:{s.alternate}"
     config = MGRPOConfig(model=model, **options, **common)
@@ -761,6 +797,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--loss", choices=["grpo", "dr_grpo", "dapo", "gspo"])
     p.add_argument("--sub-groups", choices=["query", "subtask"])
     p.add_argument("--alternate", type=int, help="N of the mgrpo-alternate arm (default 6)")
+    p.add_argument("--doc-ref", choices=["id", "title"], help="research_v0's doc_ref (default id)")
+    p.add_argument(
+        "--sub-temperature",
+        type=float,
+        help="the sub-agents' sampling temperature (default 1: the saturated regime)",
+    )
     for name, kind in (
         ("sft-episodes", int),
         ("sft-epochs", int),

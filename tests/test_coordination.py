@@ -158,3 +158,28 @@ def test_the_m_grpo_variant_arms_set_their_options(bench, tmp_path) -> None:
         c = bench.make_trainer(arm, 0, s, warm, tmp_path / arm).config
         assert (c.algo, c.sub_groups, c.align, c.schedule) == options, arm
     assert set(want) | {"single", "shared"} == set(bench.ARMS) == set(bench.WARM_START_OF)
+
+
+def test_the_improvable_sub_agent_regime_reaches_env_keys_and_every_multi_arm(
+    bench, tmp_path
+) -> None:
+    import mgrpo_envs
+    from mgrpo_algos.policies import HFPolicy
+
+    args = ["--preset", "cpu-small", "--doc-ref", "title", "--sub-temperature", "1.5"]
+    args += ["--arms", "mgrpo", "main-only"]
+    s = bench.settings_from(bench.parse_args(args))
+    base = bench.settings_from(bench.parse_args(["--preset", "cpu-small"]))
+    assert s.env_kwargs == {"difficulty": "medium", "doc_ref": "title"}
+    assert s.role_temperature(["main", "searcher"]) == {"searcher": 1.5}
+    assert s.eval_key() != base.eval_key() and s.eval_key().endswith("/sub_T1.5")
+    assert base.role_temperature(["main", "searcher"]) == {}
+    with pytest.raises(ValueError, match="sub_temperature applies to sub-agents"):
+        dataclasses.replace(s, arms=("mgrpo", "single"))
+    warm = tmp_path / "warm"
+    env = mgrpo_envs.make("research_v0", difficulty="medium", doc_ref="title")
+    for role in env.possible_agents:
+        HFPolicy.tiny(env, size="micro").save(warm / "multi" / role)
+    for arm in ("mgrpo", "main-only", "no-sync"):
+        c = bench.make_trainer(arm, 0, dataclasses.replace(s, steps=1), warm, tmp_path / arm).config
+        assert c.role_temperature == {"searcher": 1.5} and c.env_kwargs["doc_ref"] == "title"
