@@ -11,7 +11,9 @@ Measured per configuration: the peak memory of the process (CPU: the peak reside
 set size, ``ru_maxrss``; ``--device cuda``: ``torch.cuda.max_memory_allocated``), its
 ratio to the reference's peak (``vs_one_model``; the goal for LoRA: at most 1.3x), the
 same ratio with the memory the process holds before any model (interpreter, torch,
-transformers) taken off both sides (``vs_one_model_above_imports``), the parameter
+transformers, peft) taken off both sides (``vs_one_model_above_imports``), the peak
+against what the reference holds once loaded, after loading's temporary copies
+(``vs_one_model_resident``; current RSS, Linux), the parameter
 bytes (``total``: every distinct parameter in memory; ``trainable``: what the
 optimisers hold) and the AdamW state bytes after the timed steps, and the median
 step time over ``--steps`` M-GRPO steps after one warm-up step, on one torch thread.
