@@ -1228,17 +1228,8 @@ class Learner(ABC):
             steps: A new total of steps (to extend a finished run); None keeps the run's.
             **kwargs: Passed to the learner (e.g. an M-GRPO ``judge``, which is code).
         """
-        ckpt = latest_checkpoint(out_dir)
-        config = load_config(ckpt / "config.json")
-        state = torch.load(ckpt / "state.pt", weights_only=False)
+        ckpt, config, state = checkpoint_to_resume(out_dir, steps)
         done = int(state["step"])
-        if steps is not None:
-            if steps < done:
-                raise ValueError(
-                    f"--steps {steps} is below the {done} steps {str(ckpt)!r} already made; "
-                    f"pass --steps >= {done} to extend the run"
-                )
-            config = dataclasses.replace(config, steps=steps)
         policies = load_saved_policies(ckpt / "policies")
         trainer = cls(config, out_dir, policies=policies, resume=True, **kwargs)
         if config.lora_rank == 0:  # (LoRA: the reference is the loaded base)
@@ -1254,6 +1245,32 @@ class Learner(ABC):
         if trainer.writer is not None:
             trainer.writer.truncate(done)
         return trainer
+
+
+def checkpoint_to_resume(
+    out_dir: str | Path, steps: int | None
+) -> tuple[Path, LearnerConfig, dict[str, Any]]:
+    """The newest complete checkpoint of ``out_dir``, its config and its ``state.pt``.
+
+    Args:
+        out_dir: The run directory.
+        steps: A new total of steps (to extend a finished run); None keeps the run's.
+
+    Raises:
+        ValueError: If ``steps`` is below the steps the checkpoint already made.
+    """
+    ckpt = latest_checkpoint(out_dir)
+    config = load_config(ckpt / "config.json")
+    state = torch.load(ckpt / "state.pt", weights_only=False)
+    done = int(state["step"])
+    if steps is not None:
+        if steps < done:
+            raise ValueError(
+                f"--steps {steps} is below the {done} steps {str(ckpt)!r} already made; "
+                f"pass --steps >= {done} to extend the run"
+            )
+        config = dataclasses.replace(config, steps=steps)
+    return ckpt, config, state
 
 
 def reward_metrics(scored: Sequence[Trajectory], roles: Sequence[str]) -> dict[str, Any]:

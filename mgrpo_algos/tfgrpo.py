@@ -78,10 +78,9 @@ from mgrpo_algos.learner import (
     Learner,
     LearnerConfig,
     check_weights,
+    checkpoint_to_resume,
     config_dict,
     env_fn_of,
-    latest_checkpoint,
-    load_config,
     load_policies,
     load_policy_dir,
     load_saved_policies,
@@ -816,17 +815,8 @@ class TFGRPOTrainer(Learner):
             steps: A new total of steps (to extend a finished run); None keeps the run's.
             **kwargs: Passed to the trainer (e.g. a ``reflector``, which is code).
         """
-        ckpt = latest_checkpoint(out_dir)
-        config = load_config(ckpt / "config.json")
-        state = torch.load(ckpt / "state.pt", weights_only=False)
+        ckpt, config, state = checkpoint_to_resume(out_dir, steps)
         done = int(state["step"])
-        if steps is not None:
-            if steps < done:
-                raise ValueError(
-                    f"--steps {steps} is below the {done} steps {str(ckpt)!r} already made; "
-                    f"pass --steps >= {done} to extend the run"
-                )
-            config = dataclasses.replace(config, steps=steps)
         policies, source = checkpoint_policies(ckpt, config)
         trainer = cls(config, out_dir, policies=policies, resume=True, **kwargs)
         trainer.weights_source = source
