@@ -11,7 +11,8 @@ before it, outside the timing). ``bytes_per_step`` is the median of the Ray step
 ``perf/bytes_moved``: the serialized sizes of everything that crossed an actor
 boundary (slices to and from the rollout workers, generate requests and replies,
 samples to the role actors and their stats, rows to and from the store), with its
-breakdown per part.
+breakdown per part. ``weights_at_start_bytes`` is what the role actors were sent
+when they started (every model's weights, once; weights do not move during steps).
 
     python benchmarks/distributed.py            # N=8 queries x K=4, 16 new tokens
     python benchmarks/distributed.py --quick    # under a minute
@@ -91,6 +92,7 @@ def main() -> None:
     workers: dict[int, dict[str, Any]] = {}
     try:
         with RayMGRPOTrainer(config(args, backend="ray", rollout_workers=2)) as learner:
+            weights_at_start = learner.weight_bytes["start"]
             for n in (1, 2):  # one set of actors; the step's slices go to the first n workers
                 learner.engine = RayRollouts(learner.workers[:n])
                 rate, metrics = timed(learner, args.trials, args.steps)
@@ -131,6 +133,7 @@ def main() -> None:
             "ray_vs_embedded": {n: w["steps_per_s"] / embedded for n, w in workers.items()},
             "bytes_per_step": {n: w["bytes_per_step"]["bytes_moved"] for n, w in workers.items()},
             "sync_off": sync_off,
+            "weights_at_start_bytes": weights_at_start,
         }
     )
 

