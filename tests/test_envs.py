@@ -199,3 +199,34 @@ def test_seeds_give_different_worlds_and_same_seed_same_world() -> None:
     q2 = env.observe("main")
     env.reset(seed=1)
     assert env.observe("main") == q1 != q2
+
+
+@pytest.mark.parametrize("env_id", ["research_v0", "webwalk_v0", "ledger_v0"])
+@pytest.mark.parametrize("codec", ["compact", "json"])
+def test_oracle_call_formats_to_oracle_action(env_id: str, codec: str) -> None:
+    """oracle_action is oracle_call written out by format_call, for every agent's turns."""
+    env = mgrpo_envs.make(env_id, difficulty="easy", codec=codec)
+    env.reset(seed=3)
+    seen = set()
+    while env.agents:
+        agent = env.agent_selection
+        call = env.unwrapped.oracle_call()
+        action = env.unwrapped.oracle_action()
+        if call is None:  # a finished agent: PettingZoo's dead step
+            assert action is None
+            env.step(None)
+            continue
+        assert action == env.unwrapped.format_call(call) == env.unwrapped.format_call(call, agent)
+        seen.add(agent)
+        env.step(action)
+    assert seen == set(env.possible_agents)
+    with pytest.raises(ValueError, match="after the episode ended"):
+        env.unwrapped.oracle_call()
+
+
+def test_format_call_refuses_an_unknown_agent() -> None:
+    env = mgrpo_envs.make("research_v0", difficulty="easy")
+    env.reset(seed=0)
+    call = env.unwrapped.oracle_call()
+    with pytest.raises(ValueError, match="no agent 'critic'"):
+        env.unwrapped.format_call(call, "critic")

@@ -550,17 +550,34 @@ class HierarchicalToolEnv(AECEnv):
     # ----------------------------------------------------------------- oracle
     def oracle_action(self) -> str | None:
         """The scripted expert's action for the agent to act now (None for a finished agent)."""
+        call = self.oracle_call()
+        return None if call is None else self.format_call(call)
+
+    def oracle_call(self) -> ToolCall | None:
+        """The scripted expert's call for the agent to act now, before it is written out.
+
+        None for a finished agent. :meth:`format_call` writes it as the agent would;
+        a scripted policy may change the call first (a noisy expert, say).
+        """
         if not self.agents:
-            raise ValueError("oracle_action() called after the episode ended; call reset() first")
+            raise ValueError("oracle_call() called after the episode ended; call reset() first")
         agent = self.agent_selection
         if self.terminations[agent] or self.truncations[agent]:
             return None
         assert self.episode is not None
         if agent == MAIN:
-            return self._main_codec.format(self._main_oracle())
+            return self._main_oracle()
         conv = self._conversation(agent)
         fact = self.episode.match_fact(agent, conv.subtask)
-        call = self.episode.sub_oracle(agent, fact, conv.events)
+        return self.episode.sub_oracle(agent, fact, conv.events)
+
+    def format_call(self, call: ToolCall, agent: str | None = None) -> str:
+        """``call`` as ``agent`` (default: the agent to act now) writes it, in its codec."""
+        agent = self.agent_selection if agent is None else agent
+        if agent == MAIN:
+            return self._main_codec.format(call)
+        if agent not in self._sub_tools:
+            raise ValueError(f"no agent {agent!r}; agents: {self.possible_agents}")
         return self._sub_codec(agent).format(call)
 
     def _main_oracle(self) -> ToolCall:
