@@ -1,11 +1,12 @@
-"""Coordination: M-GRPO vs main-only vs single-agent GRPO on research_v0, per seed.
+"""Coordination: M-GRPO vs main-only vs single-agent GRPO, per task, regime and seed.
 
-The comparison of arXiv 2511.13288 (sec. 4) at tiny scale. Every arm starts from an
-SFT warm start on the scripted expert's demonstrations and trains for the same
-number of environment episodes (steps x queries x group):
+The comparison of arXiv 2511.13288 (sec. 4) at tiny scale, on any built-in task
+(``--env research_v0|webwalk_v0|ledger_v0``). Every arm starts from an SFT warm
+start on the scripted expert's demonstrations and trains for the same number of
+environment episodes (steps x queries x group):
 
-    mgrpo      ``MGRPOTrainer(algo="mgrpo")``: main and searcher each trained
-    main-only  ``MGRPOTrainer(algo="main-only")``: the searcher frozen at its warm start
+    mgrpo      ``MGRPOTrainer(algo="mgrpo")``: main and the sub-agent each trained
+    main-only  ``MGRPOTrainer(algo="main-only")``: the sub-agent frozen at its warm start
     single     ``GRPOTrainer``: one policy with every tool on the single-agent view
     shared     (only with ``--arms``) ``MGRPOTrainer(algo="shared")``: one model, every role
     mgrpo-subtask    (only with ``--arms``) M-GRPO with sub-agent groups per subtask
@@ -13,56 +14,68 @@ number of environment episodes (steps x queries x group):
                      (``--alternate N``, default 6)
     no-sync          (only with ``--arms``) M-GRPO with ``align="none"`` (unsynchronised)
 
+Regimes: ``saturated`` (the sub-agents sample at temperature 1) and ``improvable``
+(a sub-agent handicap, the same for every multi-agent arm; ``HANDICAPS`` lists the
+mechanisms, today ``--sub-temperature T``: the sub-agents sample at T in training,
+evaluation and the diagnosis; ``--regime improvable`` alone takes T = 1.5). The
+single arm has no sub-agent and runs in the saturated regime only.
+
 Warm starts (same tiny size, SFT settings and expert episodes for each): ``multi``
-(one policy per role of the AEC env, saved as ``multi/<role>/``; mgrpo and
-main-only), ``single`` (one policy on the single-agent view's demonstrations) and
+(one policy per role of the AEC env, saved as ``multi/<role>/``; the multi-agent
+arms), ``single`` (one policy on the single-agent view's demonstrations) and
 ``shared`` (one policy on every role's demonstrations). They are trained once per
-benchmark run and cached in ``OUT/warm_start/<kind>/``, each with the stamp it was
-built under (``stamp.json``: the SFT settings, the package versions and the
-library's code version); a cached one is reused only when its stamp is the one this
-run would write, and ``--no-cache`` retrains them all. Warm starts read from
-``--warm-start-dir`` are used as they are (missing ones are trained there).
+task and cached in ``OUT/warm_start/<env>-<task>/<kind>/``, each with the stamp it
+was built under (``stamp.json``: env and its arguments, the SFT settings, the
+package versions and the library's code version); a cached one is reused only when
+its stamp is the one this run would write, and ``--no-cache`` retrains them all.
+Warm starts read from ``--warm-start-dir`` are used as they are (missing ones are
+trained there; one built for another env is refused).
 
 Evaluation: :func:`mgrpo_algos.evaluate.evaluate` on the held-out env seeds (never
-demonstrations, never training queries), sampling at temperature 1 with the same
-generator seed for every arm and seed, before training (once per warm start), every
-``--eval-every`` steps, and at the end; success rates with 95% Wilson intervals.
-Training seed k draws the same training queries in every arm.
+demonstrations, never training queries), sampling at temperature 1 (sub-agents at
+the regime's temperature) with the same generator seed for every arm and seed,
+before training (once per warm start), every ``--eval-every`` steps, and at the
+end; success rates with 95% Wilson intervals. Training seed k draws the same
+training queries in every arm.
+
+Results are cells (``coordination_cells.py``): each (task, regime, arm, seed) run is
+written on completion to ``--cells`` (default ``docs/results/coordination/cells/``,
+``OUT/cells/`` with ``--quick``) as ``<env>-<task>-<regime>-<arm>-s<seed>.json``;
+a rerun skips the cells whose file holds the same settings key. Each run's metrics
+go to ``OUT/runs/<cell>/metrics.jsonl``. At the end the summary (``summary.md`` and
+one PNG per task and regime, next to the cells directory) is rebuilt from every
+cell there; ``--summary`` rebuilds it alone, with no training.
 
     python benchmarks/coordination.py                               # full: hours on 2 cores
     python benchmarks/coordination.py --preset cpu-small --jobs 2   # under an hour, 2 cores
-    python benchmarks/coordination.py --quick                       # a minute or two
-    python benchmarks/coordination.py --arms mgrpo shared --seeds 0 --steps 4
+    python benchmarks/coordination.py --env ledger_v0 --regime improvable --diagnose
+    python benchmarks/coordination.py --quick --env webwalk_v0      # a minute
+    python benchmarks/coordination.py --summary [--cells DIR]       # tables and PNGs only
 
 ``--jobs N`` runs N (arm, seed) runs (and warm starts) at once in spawned processes,
-each with ``--threads`` torch threads (default 1). Written to ``--out``:
-``results.json`` (settings, warm starts, per arm and seed: evaluations with 95%
-intervals, the per-step training curve, episodes, seconds), ``coordination.png``
-(training success per step, mean over seeds with a min-max band; final evaluation
-per seed with its 95% interval) and ``<arm>/seed<k>/metrics.jsonl``. The last line
-of output is one JSON object: ``success`` and ``ci95`` per arm and seed, the mean
-and the pooled interval per arm, the machine and the provenance (package versions,
-code version).
+each with ``--threads`` torch threads (default 1). The last line of output is one
+JSON object: ``success`` and ``ci95`` per arm and seed, the mean and the pooled
+interval per arm, the cells written and skipped, the machine and the provenance
+(package versions, code version).
 
-Every evaluation record in ``results.json`` is ``EvalResult.to_dict()`` (plus
-``step``, and ``roles``/``signal`` with ``--diagnose``). Renamed from earlier
-versions: ``success`` -> ``success_rate``, ``wins`` -> ``successes``, ``episodes`` ->
-``n``, and per sub-agent role ``calls_per_episode`` -> ``calls`` (the total over the
-episodes; ``format_ok`` is no longer recorded). The last line's keys are unchanged.
+Every evaluation record in a cell is ``EvalResult.to_dict()`` (plus ``step``, and
+``roles``/``signal`` with ``--diagnose``).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
+import inspect
 import json
 import shutil
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from math import nan
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Literal
@@ -70,29 +83,26 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+import mgrpo_envs
 from mgrpo_algos.alignment import subtask_key
 from mgrpo_algos.demo import cache_usable, read_stamp, stamp_difference, write_stamp
 from mgrpo_algos.evaluate import eval_seeds, evaluate
 from mgrpo_algos.grpo import GRPOConfig, GRPOTrainer
 from mgrpo_algos.learner import Learner, make_env_fn, reward_weights, score_main
-from mgrpo_algos.metrics import emit, format_rate, wilson_interval
+from mgrpo_algos.metrics import emit, format_rate, machine
 from mgrpo_algos.mgrpo import MGRPOConfig, MGRPOTrainer, score_sub
 from mgrpo_algos.policies import HFPolicy
 from mgrpo_algos.provenance import cache_stamp, provenance
 from mgrpo_algos.rollout import RolloutConfig, RolloutEngine
 from mgrpo_algos.sft import SFTConfig, recipe, tiny_policies, warm_start
 
-ENV = "research_v0"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helper module beside this file
+import coordination_cells as cells  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS_CELLS = REPO / "docs" / "results" / "coordination" / "cells"
 SIGNAL_SAMPLING_SEED = 0  # the learning-signal probe's generator (evaluate's default seed)
-ARMS = (
-    "mgrpo",
-    "main-only",
-    "single",
-    "shared",
-    "mgrpo-subtask",
-    "mgrpo-alternate",
-    "no-sync",
-)
+ARMS = cells.ARMS
 ARM_OPTIONS: dict[str, dict[str, Any]] = {
     "mgrpo": {"algo": "mgrpo"},
     "main-only": {"algo": "main-only"},
@@ -111,6 +121,12 @@ WARM_START_OF = {
     "mgrpo-alternate": "multi",
     "no-sync": "multi",
 }
+HANDICAPS: dict[str, float] = {"sub_temperature": 1.0}
+"""The sub-agent handicaps (Settings fields) and each one's value in the saturated regime."""
+IMPROVABLE: dict[str, float] = {"sub_temperature": 1.5}
+"""The handicap ``--regime improvable`` applies when none is given."""
+ENV_OPTIONS = {"arithmetic": "--arithmetic", "doc_ref": "--doc-ref"}
+"""Settings that are env arguments some tasks lack, and their command-line flags."""
 Reuse = Literal["matching", "any", "never"]
 """Which cached warm starts to use: those with this run's stamp, any that is there, none."""
 
@@ -120,9 +136,11 @@ class Settings:
     """What one benchmark run does (a preset, with command-line overrides).
 
     Attributes:
-        difficulty: research_v0's ``difficulty``.
-        arithmetic: research_v0's ``arithmetic`` (whether questions that need the
-            calculator are drawn); None keeps the difficulty's default.
+        env: The task, one of ``mgrpo_envs.list_envs()``.
+        difficulty: The env's ``difficulty``.
+        arithmetic: The env's ``arithmetic`` (whether questions that need the
+            calculator are drawn; research_v0 and webwalk_v0); None keeps the
+            difficulty's default.
         size: Tiny model size of every warm start.
         sft_episodes: Expert episodes each warm start is trained on.
         sft_epochs: Passes over them.
@@ -153,8 +171,10 @@ class Settings:
             and the diagnosis, the same for every multi-agent arm: 1 is the
             "saturated" regime; above 1 an "improvable sub-agent" regime whose calls
             fail more often and whose groups differ more (docs/coordination.md).
+            A handicap (``HANDICAPS``).
     """
 
+    env: str = "research_v0"
     difficulty: str = "medium"
     arithmetic: bool | None = None
     size: str = "small"
@@ -190,15 +210,43 @@ class Settings:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.sub_temperature > 0:
             raise ValueError(f"sub_temperature must be > 0, got {self.sub_temperature}")
-        if self.sub_temperature != 1.0 and "single" in self.arms:
+        if self.handicap and "single" in self.arms:
             raise ValueError(
-                "sub_temperature applies to sub-agents, which the single arm has none of; "
-                "run the single arm without it"
+                f"{', '.join(self.handicap)} applies to sub-agents, which the single arm has "
+                "none of; run the single arm in the saturated regime"
             )
+        check_env_options(self)
         if self.group < 2 or self.eval_every < 0:
             raise ValueError(
                 f"group must be >= 2 and eval_every >= 0, got {self.group}, {self.eval_every}"
             )
+
+    @property
+    def handicap(self) -> dict[str, float]:
+        """The sub-agent handicaps that are on (empty in the saturated regime)."""
+        return {k: getattr(self, k) for k, off in HANDICAPS.items() if getattr(self, k) != off}
+
+    @property
+    def regime(self) -> str:
+        return "improvable" if self.handicap else "saturated"
+
+    @property
+    def task(self) -> str:
+        """The difficulty, then ``+name=value`` for each other env argument set."""
+        extra = "".join(f"+{k}={v}" for k, v in self.env_kwargs.items() if k != "difficulty")
+        return f"{self.difficulty}{extra}"
+
+    def cell_name(self, arm: str, seed: int) -> str:
+        return cells.cell_name(self.env, self.task, self.regime, arm, seed)
+
+    def cell_key(self, arm: str, seed: int, warm_start_dir: str | None) -> dict[str, Any]:
+        """Every setting the figures of one (arm, seed) cell depend on."""
+        skip = {"arms", "seeds"} | ({"alternate"} if arm != "mgrpo-alternate" else set())
+        key = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
+        key.update(env_kwargs=self.env_kwargs, handicap=self.handicap, arm=arm, seed=seed)
+        if warm_start_dir is not None:  # a warm start the user named, used as it is
+            key["warm_start_dir"] = warm_start_dir
+        return cells.canonical(key)
 
     @property
     def env_kwargs(self) -> dict[str, Any]:
@@ -231,14 +279,32 @@ class Settings:
 
     def sft_key(self) -> dict[str, Any]:
         """What a warm start depends on: reused only when this matches."""
-        where = {"env": ENV, **self.env_kwargs, "size": self.size, "shared": self.sft_shared}
+        where = {"env": self.env, **self.env_kwargs, "size": self.size, "shared": self.sft_shared}
         return {**where, **dataclasses.asdict(self.sft_config())}
 
     def eval_key(self) -> str:
         task = "/".join(f"{k}={v}" for k, v in self.env_kwargs.items() if k != "difficulty")
-        where = f"{ENV}/{self.difficulty}" + (f"/{task}" if task else "")
+        where = f"{self.env}/{self.difficulty}" + (f"/{task}" if task else "")
         temperature = f"/sub_T{self.sub_temperature:g}" if self.sub_temperature != 1.0 else ""
         return f"{where}/n{self.eval_episodes}/t{self.max_new_tokens}{temperature}"
+
+
+def check_env_options(s: Settings) -> None:
+    """Refuses env options (``--arithmetic``, ``--doc-ref``) the chosen env does not take."""
+    if s.env not in mgrpo_envs.list_envs():
+        raise ValueError(f"env must be one of {mgrpo_envs.list_envs()}, got {s.env!r}")
+    takes = inspect.signature(mgrpo_envs.registry.env_class(s.env).__init__).parameters
+    for name, flag in ENV_OPTIONS.items():
+        if name in s.env_kwargs and name not in takes:
+            owners = [
+                e
+                for e in mgrpo_envs.list_envs()
+                if name in inspect.signature(mgrpo_envs.registry.env_class(e).__init__).parameters
+            ]
+            raise ValueError(
+                f"{flag} is an option of {owners}; {s.env} takes no {name!r} argument: "
+                f"drop {flag} or run --env {owners[0]}"
+            )
 
 
 PRESETS = {
@@ -383,7 +449,7 @@ def subtask_signal(calls: Iterable[tuple[int, str, float, float]]) -> dict[str, 
 # --------------------------------------------------------------------------- warm starts
 def warm_env_fn(kind: str, s: Settings) -> Callable[[], Any]:
     """The env a warm start is trained and evaluated on: the single view or the AEC env."""
-    return make_env_fn(ENV, s.env_kwargs, single=kind == "single")
+    return make_env_fn(s.env, s.env_kwargs, single=kind == "single")
 
 
 def warm_start_ready(kind: str, path: Path, roles: Iterable[str]) -> bool:
@@ -419,7 +485,7 @@ def prepare_warm_start(kind: str, s: Settings, directory: str, train: bool, thre
     A trained warm start gets ``stamp.json`` (``cache_stamp(s.sft_key())``) next to
     its model. Its evaluations are kept in ``kind.json`` by ``s.eval_key()`` for as
     long as the provenance they were measured under holds. Runs in a worker
-    process: the returned record is what ``results.json`` keeps.
+    process: the returned record is what each cell keeps of its warm start.
     """
     worker_setup(threads)
     path, meta_path = Path(directory) / kind, Path(directory) / f"{kind}.json"
@@ -454,11 +520,14 @@ def prepare_warm_start(kind: str, s: Settings, directory: str, train: bool, thre
     return {"kind": kind, "path": str(path), "trained_now": train, **meta, "start": start}
 
 
-def warm_starts_to_train(s: Settings, directory: Path, reuse: Reuse) -> dict[str, bool]:
+def warm_starts_to_train(
+    s: Settings, directory: Path, reuse: Reuse, arms: Iterable[str] | None = None
+) -> dict[str, bool]:
     """Warm start kind -> whether it must be trained now; prints why for each.
 
     Args:
         s: The run's settings.
+        arms: The arms whose warm starts are needed (default ``s.arms``).
         directory: Holds ``<kind>/`` (model and ``stamp.json``) and ``<kind>.json``.
         reuse: ``matching``: use a saved warm start whose stamp is
             ``cache_stamp(s.sft_key())``, retrain otherwise (the cache in
@@ -468,11 +537,17 @@ def warm_starts_to_train(s: Settings, directory: Path, reuse: Reuse) -> dict[str
     if reuse not in ("matching", "any", "never"):
         raise ValueError(f"reuse must be 'matching', 'any' or 'never', got {reuse!r}")
     out = {}
-    for kind in dict.fromkeys(WARM_START_OF[a] for a in s.arms):
+    for kind in dict.fromkeys(WARM_START_OF[a] for a in (s.arms if arms is None else arms)):
         path = directory / kind
         stamp = cache_stamp(s.sft_key())
         roles = warm_env_fn(kind, s)().possible_agents
         ready = warm_start_ready(kind, path, roles)
+        built_for = ((read_stamp(path) or {}).get("recipe") or {}).get("env", s.env)
+        if built_for != s.env and reuse == "any":
+            raise ValueError(
+                f"the warm start in {path} was built for {built_for}, this run is on {s.env}: "
+                "name another --warm-start-dir"
+            )
         if not ready:
             print(f"building the warm start {kind} in {path} (none is saved there)")
         elif reuse == "any":
@@ -487,7 +562,7 @@ def warm_starts_to_train(s: Settings, directory: Path, reuse: Reuse) -> dict[str
 # --------------------------------------------------------------------------- one run
 def make_trainer(arm: str, seed: int, s: Settings, warm_dir: Path, run_dir: Path) -> Learner:
     common = {
-        "env": ENV,
+        "env": s.env,
         "env_kwargs": s.env_kwargs,
         "steps": s.steps,
         "queries_per_step": s.queries,
@@ -521,11 +596,11 @@ def curve_point(m: dict[str, Any]) -> dict[str, Any]:
 def run_arm(arm: str, seed: int, s: Settings, warm_dir: str, out: str, threads: int) -> dict:
     """Trains one arm from its warm start for ``s.steps`` steps and evaluates it.
 
-    Runs in a worker process. ``<out>/<arm>/seed<seed>/metrics.jsonl`` gets the
-    trainer's metrics of every step.
+    Runs in a worker process. ``<out>/runs/<cell>/metrics.jsonl`` gets the trainer's
+    metrics of every step.
     """
     worker_setup(threads)
-    run_dir = Path(out) / arm / f"seed{seed}"
+    run_dir = Path(out) / "runs" / s.cell_name(arm, seed)
     shutil.rmtree(run_dir, ignore_errors=True)  # the metrics writer appends
     wall0, cpu0 = time.perf_counter(), time.process_time()
     trainer = make_trainer(arm, seed, s, Path(warm_dir), run_dir)
@@ -586,20 +661,23 @@ def make_executor(jobs: int, threads: int) -> Executor:
 
 def run_all(
     s: Settings,
+    todo: list[tuple[str, int]],
     train: dict[str, bool],
     paths: tuple[Path, Path],
     jobs: int,
     threads: int,
-    on_done: Callable[[str, dict[str, dict], list[dict]], None],
-) -> tuple[dict[str, dict], list[dict]]:
-    """Warm starts, then every (arm, seed) run as soon as its warm start is ready.
+    on_run: Callable[[dict, dict], None],
+) -> dict[str, dict]:
+    """Warm starts, then every (arm, seed) of ``todo`` as soon as its warm start is ready.
+
+    ``on_run(run, warm)`` gets each finished run's record with its warm start's record,
+    in this process, as soon as the run ends.
 
     Returns:
-        Warm start kind -> its record, and the records of the runs.
+        Warm start kind -> its record.
     """
     out, warm_dir = paths
     warm: dict[str, dict] = {}
-    runs: list[dict] = []
     pool = make_executor(jobs, threads)
     try:
         pending = {
@@ -614,170 +692,79 @@ def run_all(
                 kind = pending.pop(future)
                 record = future.result()
                 if kind is None:
-                    runs.append({**record, "start": warm[WARM_START_OF[record["arm"]]]["start"]})
-                    label = f"{record['arm']} seed {record['seed']}"
-                else:
-                    label = f"warm start {kind}"
-                    warm[kind] = record
-                    for seed in s.seeds:
-                        for arm in (a for a in s.arms if WARM_START_OF[a] == kind):
-                            args = (arm, seed, s, str(warm_dir), str(out), threads)
-                            pending[pool.submit(run_arm, *args)] = None
-                on_done(label, warm, runs)
+                    on_run(record, warm[WARM_START_OF[record["arm"]]])
+                    continue
+                warm[kind] = record
+                for arm, seed in todo:
+                    if WARM_START_OF[arm] == kind:
+                        args = (arm, seed, s, str(warm_dir), str(out), threads)
+                        pending[pool.submit(run_arm, *args)] = None
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown()
-    return warm, runs
+    return warm
+
+
+# --------------------------------------------------------------------------- cells
+def cell_record(s: Settings, run: dict, warm: dict, warm_start_dir: str | None) -> dict:
+    """One finished run as a result cell: settings, warm start, figures, provenance."""
+    arm, seed = run["arm"], run["seed"]
+    warm_start = {k: v for k, v in warm.items() if k not in ("evals", "start", "evals_provenance")}
+    return {
+        "benchmark": "coordination",
+        "cell": s.cell_name(arm, seed),
+        "key": s.cell_key(arm, seed, warm_start_dir),
+        "env": s.env,
+        "task": s.task,
+        "regime": s.regime,
+        "handicap": s.handicap,
+        "settings": dataclasses.asdict(s),
+        "warm_start": warm_start,
+        "start": warm["start"],
+        **run,
+        "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "provenance": provenance(),
+    }
+
+
+def plan_cells(
+    s: Settings, directory: Path, warm_start_dir: str | None
+) -> tuple[list[tuple[str, int]], list[dict]]:
+    """The (arm, seed) cells to run, and the finished ones read back (skipped)."""
+    todo, done = [], []
+    for seed in s.seeds:
+        for arm in s.arms:
+            path = directory / f"{s.cell_name(arm, seed)}.json"
+            if cells.cell_done(path, s.cell_key(arm, seed, warm_start_dir)):
+                done.append(json.loads(path.read_text()))
+            else:
+                todo.append((arm, seed))
+    return todo, done
 
 
 # --------------------------------------------------------------------------- report
-def by_arm(s: Settings, runs: list[dict]) -> dict[str, list[dict]]:
-    """Arm -> its finished runs, by seed."""
-    out = {
-        arm: sorted((r for r in runs if r["arm"] == arm), key=lambda r: r["seed"]) for arm in s.arms
-    }
-    return {arm: rs for arm, rs in out.items() if rs}
-
-
-def summarise(s: Settings, warm: dict[str, dict], runs: list[dict]) -> dict[str, Any]:
-    """Final success and 95% interval per arm and seed; mean and pooled interval per arm."""
-    out: dict[str, Any] = {"success": {}, "ci95": {}, "mean": {}, "pooled_ci95": {}, "start": {}}
-    for arm, rs in by_arm(s, runs).items():
-        out["success"][arm] = {str(r["seed"]): r["end"]["success_rate"] for r in rs}
-        out["ci95"][arm] = {str(r["seed"]): r["end"]["ci95"] for r in rs}
-        out["mean"][arm] = float(np.mean([r["end"]["success_rate"] for r in rs]))
-        wins, n = sum(r["end"]["successes"] for r in rs), sum(r["end"]["n"] for r in rs)
-        out["pooled_ci95"][arm] = list(wilson_interval(wins, n))
-        out["start"][arm] = warm[WARM_START_OF[arm]]["start"]["success_rate"]
-        diagnosis = {str(r["seed"]): diagnosis_of(r["end"]) for r in rs if "roles" in r["end"]}
-        if diagnosis:
-            out.setdefault("diagnosis", {})[arm] = {
-                "start": diagnosis_of(warm[WARM_START_OF[arm]]["start"]),
-                **diagnosis,
-            }
-    return out
-
-
-def diagnosis_of(evaluation: dict) -> dict[str, float]:
-    """Success as played, with expert sub-agents, with an expert main; sub-call accuracy."""
-    out = {"as_played": evaluation["success_rate"]}
-    for name, e in evaluation.get("roles", {}).items():
-        out[name] = e["success_rate"]
-    for role, stats in evaluation.get("sub_calls", {}).items():
-        out[f"{role}_accuracy"] = stats["accuracy"]
-        out[f"{role}_calls_per_episode"] = stats["calls"] / evaluation["n"]
-    for role, stats in evaluation.get("signal", {}).items():
-        out.update({f"{role}_{k}": v for k, v in stats.items()})
-    return out
-
-
-def print_table(s: Settings, warm: dict[str, dict], runs: list[dict]) -> None:
+def print_table(s: Settings, runs: list[dict]) -> None:
     print()
-    print(f"{'warm start':<12}{'success at start (95%)':<36}{'SFT s':>8}")
-    for kind, w in warm.items():
-        rate = format_rate(w["start"]["successes"], w["start"]["n"])
-        print(f"{kind:<12}{rate:<36}{w.get('sft_seconds', float('nan')):>8.0f}")
-    print()
+    print(f"{s.env} {s.task}, {s.regime} regime, {s.episodes_per_run} episodes per run")
     head = f"{'arm':<11}{'seed':>5}  {'final success (95%)':<34}{'train first->last':>18}"
-    print(head + f"{'episodes':>10}{'min':>7}")
-    for arm, rs in by_arm(s, runs).items():
+    print(head + f"{'episodes':>10}{'min':>7}{'start':>8}")
+    for arm, rs in cells.by_arm(s.arms, runs).items():
         for r in rs:
             rate = format_rate(r["end"]["successes"], r["end"]["n"])
             first, last = r["curve"][0]["success_rate"], r["curve"][-1]["success_rate"]
             print(
                 f"{arm:<11}{r['seed']:>5}  {rate:<34}{first:>9.3f} ->{last:>6.3f}"
                 f"{r['episodes']:>10}{r['wall_seconds'] / 60:>7.1f}"
+                f"{r['start']['success_rate']:>8.3f}"
             )
         wins, n = sum(r["end"]["successes"] for r in rs), sum(r["end"]["n"] for r in rs)
         print(f"{arm:<11}{'all':>5}  {format_rate(wins, n):<34}")
-    diagnosis = summarise(s, warm, runs).get("diagnosis", {})
+    diagnosis = cells.summarise(s.arms, runs).get("diagnosis", {})
     if diagnosis:
-        print()
-        print("which role limits success (held-out success as played / with expert sub-agents /")
-        print("with an expert main; sub-agent calls that returned the fact asked for):")
-        for arm, per_seed in diagnosis.items():
-            for seed, d in per_seed.items():
-                accuracy = "  ".join(
-                    f"{k.removesuffix('_accuracy')} {v:.3f}"
-                    for k, v in d.items()
-                    if k.endswith("_accuracy")
-                )
-                print(
-                    f"{arm:<11}{seed:>6}  {d['as_played']:.3f} / {d.get('expert_subs', nan):.3f}"
-                    f" / {d.get('expert_main', nan):.3f}   {accuracy}"
-                )
-        print()
-        print("what the sub-agents' groups hold: share of R_S's variance between subtasks,")
-        print("share of same-subtask groups whose calls differ in outcome; sampled-token NLL:")
-        for arm, per_seed in diagnosis.items():
-            for seed, d in per_seed.items():
-                parts = [f"main nll {d.get('main_nll_per_token', nan):.4f}"]
-                for key in d:
-                    if key.endswith("_between_subtask_share"):
-                        role = key.removesuffix("_between_subtask_share")
-                        parts.append(
-                            f"{role}: between {d[key]:.2f}, differing "
-                            f"{d[f'{role}_subtask_groups_differing']:.2f}, "
-                            f"nll {d[f'{role}_nll_per_token']:.4f}"
-                        )
-                print(f"{arm:<11}{seed:>6}  " + "   ".join(parts))
+        cells.print_diagnosis(diagnosis)
     print()
-
-
-def plot(s: Settings, warm: dict[str, dict], runs: list[dict], path: Path) -> bool:
-    """Training success per step (mean over seeds, min-max band) and final evaluations."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("note: matplotlib is not installed (pip install -e '.[bench]'): no plot")
-        return False
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), width_ratios=(3, 2))
-    for i, (arm, rs) in enumerate(by_arm(s, runs).items()):
-        color = f"C{i}"
-        curves = np.array([[p["success_rate"] for p in r["curve"]] for r in rs])  # (S, steps)
-        # a step's success is that of the episodes it collects before its update
-        x = np.array([p["episodes"] for p in rs[0]["curve"]]) - s.queries * s.group  # (steps,)
-        left.plot(x, curves.mean(0), ".-", color=color, label=f"{arm} (train)")
-        left.fill_between(x, curves.min(0), curves.max(0), color=color, alpha=0.2)
-        start = warm[WARM_START_OF[arm]]["start"]
-        ex = [0] + [e["step"] * s.queries * s.group for e in rs[0]["evals"]]
-        ey = [start["success_rate"]] + list(
-            np.mean([[e["success_rate"] for e in r["evals"]] for r in rs], axis=0)
-        )
-        left.plot(ex, ey, "o--", color=color, mfc="none", label=f"{arm} (held-out eval)")
-        lo, hi = start["ci95"]
-        right.errorbar(
-            [i - 0.3],
-            [start["success_rate"]],
-            yerr=[[start["success_rate"] - lo], [hi - start["success_rate"]]],
-            fmt="s",
-            mfc="none",
-            color=color,
-            capsize=3,
-        )
-        for j, r in enumerate(rs):
-            y, (lo, hi) = r["end"]["success_rate"], r["end"]["ci95"]
-            xj = i + (j - (len(rs) - 1) / 2) * 0.15
-            right.errorbar([xj], [y], yerr=[[y - lo], [hi - y]], fmt="o", color=color, capsize=3)
-    left.set(xlabel="episodes trained on", ylabel="success rate", title="training (per step)")
-    left.set_ylim(bottom=-0.01, top=max(0.05, left.get_ylim()[1]))
-    left.legend(fontsize=7)
-    arms = list(by_arm(s, runs))
-    right.set_xticks(range(len(arms)), arms)
-    right.set(
-        ylabel="success rate",
-        title=f"held-out eval, {s.eval_episodes} episodes, 95% CI\n(square: warm start; dot: seed)",
-    )
-    task = ", ".join(str(v) if k == "difficulty" else f"{k}={v}" for k, v in s.env_kwargs.items())
-    fig.suptitle(f"{ENV} ({task}), tiny-{s.size}, {s.episodes_per_run} episodes per run")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
 
 
 # --------------------------------------------------------------------------- main
@@ -785,13 +772,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", choices=["full", "cpu-small"], default="full")
     p.add_argument("--quick", action="store_true", help="micro models, 2 steps, 1 seed")
+    p.add_argument("--env", choices=mgrpo_envs.list_envs(), help="the task (default research_v0)")
+    p.add_argument(
+        "--regime",
+        choices=["saturated", "improvable"],
+        help="improvable: a sub-agent handicap (--sub-temperature, default 1.5)",
+    )
     p.add_argument("--arms", nargs="+", choices=ARMS)
     p.add_argument("--seeds", type=int, nargs="+")
     p.add_argument("--difficulty", choices=["easy", "medium", "hard"])
     p.add_argument(
         "--arithmetic",
         choices=["yes", "no"],
-        help="draw questions that need the calculator (default: the difficulty's)",
+        help="draw questions that need the calculator (default: the difficulty's; "
+        "research_v0 and webwalk_v0)",
     )
     p.add_argument("--size", choices=["micro", "small", "base"])
     p.add_argument("--loss", choices=["grpo", "dr_grpo", "dapo", "gspo"])
@@ -820,16 +814,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="also evaluate with the sub-agents, then main, played by the scripted expert",
     )
+    add_output_options(p)
+    return p.parse_args(argv)
+
+
+def add_output_options(p: argparse.ArgumentParser) -> None:
+    """Where the runs, cells and warm starts go, and how many run at once."""
     p.add_argument("--jobs", type=int, default=2, help="runs at once, in spawned processes")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--out", default=None, help="default: runs/coordination(-quick)")
+    p.add_argument(
+        "--cells",
+        default=None,
+        help="result cells (default docs/results/coordination/cells, OUT/cells with --quick)",
+    )
+    p.add_argument(
+        "--summary",
+        action="store_true",
+        help="rebuild summary.md and the PNGs from the cells, with no training",
+    )
     p.add_argument("--warm-start-dir", default=None, help="holds multi/<role>/, single/ ...")
     p.add_argument(
         "--no-cache",
         action="store_true",
         help="retrain the warm starts even when the cached ones were built the same way",
     )
-    return p.parse_args(argv)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -844,61 +853,111 @@ def settings_from(args: argparse.Namespace) -> Settings:
             overrides[name] = tuple(overrides[name])
     if "arithmetic" in overrides:
         overrides["arithmetic"] = overrides["arithmetic"] == "yes"
-    return dataclasses.replace(preset, **overrides)
+    handicap = {k: overrides[k] for k, off in HANDICAPS.items() if overrides.get(k, off) != off}
+    if args.regime == "saturated" and handicap:
+        raise ValueError(
+            f"--regime saturated runs without a sub-agent handicap, got {handicap}: "
+            "drop the handicap or use --regime improvable"
+        )
+    if args.regime == "improvable" and not handicap:
+        handicap = dict(IMPROVABLE)
+    if handicap and "arms" not in overrides and "single" in preset.arms:
+        print("note: the improvable regime has no single arm (it has no sub-agent)")
+        overrides["arms"] = tuple(a for a in preset.arms if a != "single")
+    return dataclasses.replace(preset, **{**overrides, **handicap})
 
 
-def main(argv: list[str] | None = None) -> None:
+def summary_command(args: argparse.Namespace) -> dict[str, Any]:
+    """``--summary``: the tables and PNGs rebuilt from the cells, no training."""
+    cells_dir = Path(args.cells) if args.cells else DOCS_CELLS
+    result = cells.write_summary(cells_dir)
+    print(result.pop("text"))
+    emit({"benchmark": "coordination-summary", "cells": str(cells_dir), **result})
+    return result
+
+
+def paths_of(args: argparse.Namespace, s: Settings) -> tuple[Path, Path, Path]:
+    """``--out``, the cells directory and the warm starts' directory of this run."""
+    out = Path(args.out or ("runs/coordination-quick" if args.quick else "runs/coordination"))
+    cells_dir = Path(args.cells) if args.cells else out / "cells" if args.quick else DOCS_CELLS
+    warm_dir = (
+        Path(args.warm_start_dir)
+        if args.warm_start_dir
+        else out / "warm_start" / f"{s.env}-{s.task}"
+    )
+    for path in (out, cells_dir, warm_dir):
+        path.mkdir(parents=True, exist_ok=True)
+    return out, cells_dir, warm_dir
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    if args.summary:
+        return summary_command(args)
     if args.jobs < 1 or args.threads < 1:
         raise ValueError(f"--jobs and --threads must be >= 1, got {args.jobs}, {args.threads}")
     s = settings_from(args)
     preset = "quick" if args.quick else args.preset
-    out = Path(args.out or ("runs/coordination-quick" if args.quick else "runs/coordination"))
-    warm_dir = Path(args.warm_start_dir) if args.warm_start_dir else out / "warm_start"
-    out.mkdir(parents=True, exist_ok=True)
-    warm_dir.mkdir(parents=True, exist_ok=True)
+    out, cells_dir, warm_dir = paths_of(args, s)
+    named = str(warm_dir) if args.warm_start_dir else None
+    todo, finished = plan_cells(s, cells_dir, named)
     reuse: Reuse = "never" if args.no_cache else "any" if args.warm_start_dir else "matching"
-    train = warm_starts_to_train(s, warm_dir, reuse)
-    total = len(s.arms) * len(s.seeds)
+    train = warm_starts_to_train(s, warm_dir, reuse, [a for a, _ in todo]) if todo else {}
     print(
-        f"{preset}: arms {list(s.arms)}, seeds {list(s.seeds)}, {s.episodes_per_run} episodes "
-        f"per run; warm starts to train: {[k for k, v in train.items() if v] or 'none'}",
+        f"{preset}: {s.env} {s.task}, {s.regime} regime, arms {list(s.arms)}, seeds "
+        f"{list(s.seeds)}, {s.episodes_per_run} episodes per run; {len(todo)} cells to run, "
+        f"{len(finished)} done earlier; warm starts to train: "
+        f"{[k for k, v in train.items() if v] or 'none'}",
         flush=True,
     )
     t0 = time.perf_counter()
-    record: dict[str, Any] = {
+    written: list[dict] = []
+
+    def on_run(run: dict, warm: dict) -> None:
+        cell = cell_record(s, run, warm, named)
+        cells.write_cell(cells_dir / f"{cell['cell']}.json", cell)
+        written.append(cell)
+        minutes = (time.perf_counter() - t0) / 60
+        print(
+            f"-- {cell['cell']} written ({len(written)}/{len(todo)}), {minutes:.1f} min", flush=True
+        )
+
+    warm = run_all(s, todo, train, (out, warm_dir), args.jobs, args.threads, on_run)
+    runs = finished + written
+    print_table(s, runs)
+    summary = cells.write_summary(cells_dir)
+    print(f"summary of every cell in {cells_dir}: {summary['summary']}")
+    result = {
+        **final_record(s, args, runs),
+        "cells": {
+            "dir": str(cells_dir),
+            "written": [c["cell"] for c in written],
+            "skipped": [c["cell"] for c in finished],
+        },
+        "sft_seconds": {k: w.get("sft_seconds") for k, w in warm.items()},
+        "seconds": time.perf_counter() - t0,
+        "summary": summary["summary"],
+        "plots": summary["plots"],
+        "provenance": provenance(),
+    }
+    emit(result)
+    return result
+
+
+def final_record(s: Settings, args: argparse.Namespace, runs: list[dict]) -> dict[str, Any]:
+    """The last line's figures of this run's cells (without the per-run extras)."""
+    return {
         "benchmark": "coordination",
-        "preset": preset,
-        "env": ENV,
+        "preset": "quick" if args.quick else args.preset,
+        "env": s.env,
+        "task": s.task,
+        "regime": s.regime,
         "settings": dataclasses.asdict(s),
         "episodes_per_run": s.episodes_per_run,
         "jobs": args.jobs,
         "threads": args.threads,
+        **cells.summarise(s.arms, runs),
     }
-
-    def save(label: str, warm: dict[str, dict], runs: list[dict]) -> None:
-        minutes = (time.perf_counter() - t0) / 60
-        print(f"-- {label} done ({len(runs)}/{total} runs), {minutes:.1f} min", flush=True)
-        record.update(warm_starts=warm, runs=runs, seconds=time.perf_counter() - t0)
-        (out / "results.json").write_text(json.dumps(record, indent=2))
-
-    warm, runs = run_all(s, train, (out, warm_dir), args.jobs, args.threads, save)
-    record["seconds"] = time.perf_counter() - t0
-    (out / "results.json").write_text(json.dumps(record, indent=2))
-    plotted = plot(s, warm, runs, out / "coordination.png")
-    print_table(s, warm, runs)
-    summary = summarise(s, warm, runs)
-    emit(
-        {
-            **{k: v for k, v in record.items() if k not in ("warm_starts", "runs")},
-            **summary,
-            "sft_seconds": {k: w.get("sft_seconds") for k, w in warm.items()},
-            "seconds": time.perf_counter() - t0,
-            "results": str(out / "results.json"),
-            "plot": str(out / "coordination.png") if plotted else None,
-            "provenance": provenance(),
-        }
-    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The coordination benchmark end to end on micro models (one step, two eval episodes)."""
+"""The coordination benchmark end to end on micro models, its result cells and their summary."""
 
 from __future__ import annotations
 
@@ -50,32 +50,43 @@ def steady_code(monkeypatch):
     monkeypatch.setattr(provenance, "code_version", lambda: "0123456789ab")
 
 
-def test_every_arm_trains_the_same_episodes_and_reports(
+TINY_RUN = ["--quick", "--jobs", "1", "--sft-episodes", "2", "--steps", "1", "--queries", "1"]
+TINY_RUN += ["--group", "2", "--eval-episodes", "2"]
+
+
+def test_every_arm_trains_the_same_episodes_and_writes_cells(
     bench, tmp_path, capsys, steady_code
 ) -> None:
     out = tmp_path / "out"
-    argv = ["--quick", "--jobs", "1", "--out", str(out), "--sft-episodes", "2"]
-    argv += ["--steps", "1", "--queries", "1", "--group", "2", "--eval-episodes", "2"]
+    argv = TINY_RUN + ["--out", str(out)]
     bench.main(argv)
     lines = capsys.readouterr().out.strip().splitlines()
     result = json.loads(lines[-1])
     arms = ["mgrpo", "main-only", "single"]
     assert sorted(result["success"]) == sorted(arms)
+    cells = out / "cells"
     for arm in arms:
         assert set(result["success"][arm]) == {"0"}
         lo, hi = result["ci95"][arm]["0"]
         assert 0 <= lo <= result["success"][arm]["0"] <= hi <= 1
-        metrics = (out / arm / "seed0" / "metrics.jsonl").read_text().splitlines()
+        name = f"research_v0-medium-saturated-{arm}-s0"
+        metrics = (out / "runs" / name / "metrics.jsonl").read_text().splitlines()
         assert [json.loads(m)["episodes"] for m in metrics] == [2]
-    saved = json.loads((out / "results.json").read_text())
-    assert sorted(r["episodes"] for r in saved["runs"]) == [2, 2, 2]
-    assert all(len(r["curve"]) == 1 and "start" in r for r in saved["runs"])
-    assert (out / "coordination.png").stat().st_size > 0
+        cell = json.loads((cells / f"{name}.json").read_text())
+        assert cell["episodes"] == 2 and len(cell["curve"]) == 1
+        assert cell["key"]["arm"] == arm and cell["key"]["env"] == "research_v0"
+        assert {"start", "end", "wall_seconds", "machine", "provenance"} <= set(cell)
+        assert cell["end"]["success_rate"] == result["success"][arm]["0"]
+    assert sorted(result["cells"]["written"]) == sorted(
+        f"research_v0-medium-saturated-{a}-s0" for a in arms
+    )
+    assert (out / "research_v0-medium-saturated.png").stat().st_size > 0
+    assert "| mgrpo | 1 |" in (out / "summary.md").read_text()
 
     # the cached warm starts are reused under the same stamp, retrained otherwise
     assert '"provenance"' in lines[-1] and result["provenance"]["code"]
     s = bench.settings_from(bench.parse_args(argv))
-    warm = out / "warm_start"
+    warm = out / "warm_start" / "research_v0-medium"
     assert (warm / "multi" / "stamp.json").is_file() and (warm / "single" / "stamp.json").is_file()
     assert bench.warm_starts_to_train(s, warm, "matching") == {"multi": False, "single": False}
     other = dataclasses.replace(s, sft_episodes=3)
@@ -85,6 +96,103 @@ def test_every_arm_trains_the_same_episodes_and_reports(
     assert bench.warm_starts_to_train(s, warm, "never") == {"multi": True, "single": True}
     with pytest.raises(ValueError, match="reuse must be 'matching', 'any' or 'never', got 'yes'"):
         bench.warm_starts_to_train(s, warm, "yes")
+    webwalk = dataclasses.replace(s, env="webwalk_v0")
+    with pytest.raises(ValueError, match="built for research_v0, this run is on webwalk_v0"):
+        bench.warm_starts_to_train(webwalk, warm, "any")
+
+
+def test_a_rerun_skips_finished_cells_and_reruns_changed_ones(
+    bench, tmp_path, capsys, monkeypatch, steady_code
+) -> None:
+    out = tmp_path / "out"
+    argv = TINY_RUN + ["--out", str(out), "--arms", "main-only"]
+    bench.main(argv)
+    path = out / "cells" / "research_v0-medium-saturated-main-only-s0.json"
+    before = (path.stat().st_mtime_ns, path.read_text())
+    capsys.readouterr()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished cell was trained again")
+
+    monkeypatch.setattr(bench, "prepare_warm_start", no_training)
+    monkeypatch.setattr(bench, "run_arm", no_training)
+    bench.main(argv)
+    printed = capsys.readouterr().out
+    assert f"{path.name}: done earlier with the same settings, skipped" in printed
+    result = json.loads(printed.strip().splitlines()[-1])
+    assert result["cells"] == {
+        "dir": str(out / "cells"),
+        "written": [],
+        "skipped": ["research_v0-medium-saturated-main-only-s0"],
+    }
+    assert (path.stat().st_mtime_ns, path.read_text()) == before
+    assert result["success"]["main-only"]["0"] == json.loads(before[1])["end"]["success_rate"]
+
+    # other settings: the cell is run again, and the old file moves to replaced/
+    s = bench.settings_from(bench.parse_args(argv + ["--lr", "0.001"]))
+    todo, done = bench.plan_cells(s, out / "cells", None)
+    assert (todo, done) == ([("main-only", 0)], [])
+    assert "under other settings (lr 0.001 != 0.0001): rerun" in capsys.readouterr().out
+    old = json.loads(path.read_text())
+    bench.cells.write_cell(path, {**old, "key": s.cell_key("main-only", 0, None)})
+    assert json.loads(path.read_text())["key"]["lr"] == 0.001
+    (aside,) = (out / "cells" / "replaced").iterdir()
+    assert json.loads(aside.read_text()) == old
+
+
+@pytest.mark.parametrize("env_id", ["webwalk_v0", "ledger_v0"])
+def test_quick_runs_on_the_other_tasks(bench, tmp_path, capsys, env_id) -> None:
+    import mgrpo_envs
+
+    out = tmp_path / "out"
+    bench.main(TINY_RUN + ["--env", env_id, "--out", str(out), "--eval-episodes", "1"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["env"] == env_id
+    assert sorted(result["success"]) == ["main-only", "mgrpo", "single"]
+    (sub,) = mgrpo_envs.make(env_id).possible_agents[1:]
+    warm = out / "warm_start" / f"{env_id}-medium"
+    assert (warm / "multi" / sub / "config.json").is_file()
+    assert (warm / "single" / "config.json").is_file()
+    for arm in ("mgrpo", "main-only", "single"):
+        cell = json.loads((out / "cells" / f"{env_id}-medium-saturated-{arm}-s0.json").read_text())
+        assert cell["env"] == env_id and cell["episodes"] == 2
+        assert cell["warm_start"]["stamp"]["recipe"]["env"] == env_id
+        assert list(cell["end"]["sub_calls"]) == ([] if arm == "single" else [sub])
+
+
+def test_research_only_options_are_refused_on_other_tasks(bench) -> None:
+    for env_id in ("webwalk_v0", "ledger_v0"):
+        with pytest.raises(ValueError, match=f"--doc-ref is an option of .*{env_id} takes no"):
+            bench.settings_from(
+                bench.parse_args(["--quick", "--env", env_id, "--doc-ref", "title"])
+            )
+    with pytest.raises(ValueError, match="--arithmetic is an option of .*ledger_v0 takes no"):
+        bench.settings_from(
+            bench.parse_args(["--quick", "--env", "ledger_v0", "--arithmetic", "no"])
+        )
+    webwalk = bench.settings_from(
+        bench.parse_args(["--quick", "--env", "webwalk_v0", "--arithmetic", "no"])
+    )
+    assert webwalk.env_kwargs == {"difficulty": "medium", "arithmetic": False}
+    assert webwalk.sft_key()["env"] == "webwalk_v0" and "webwalk_v0" in webwalk.eval_key()
+    assert webwalk.cell_name("mgrpo", 1) == "webwalk_v0-medium+arithmetic=False-saturated-mgrpo-s1"
+
+
+def test_the_regime_option_sets_the_handicap(bench, capsys) -> None:
+    improvable = bench.settings_from(bench.parse_args(["--quick", "--regime", "improvable"]))
+    assert improvable.handicap == {"sub_temperature": 1.5} and improvable.regime == "improvable"
+    assert improvable.arms == ("mgrpo", "main-only")
+    assert "the improvable regime has no single arm" in capsys.readouterr().out
+    warmer = bench.settings_from(bench.parse_args(["--quick", "--sub-temperature", "2"]))
+    assert warmer.regime == "improvable" and warmer.handicap == {"sub_temperature": 2.0}
+    assert warmer.cell_key("mgrpo", 0, None)["handicap"] == {"sub_temperature": 2.0}
+    saturated = bench.settings_from(bench.parse_args(["--quick"]))
+    assert saturated.regime == "saturated" and saturated.handicap == {}
+    assert saturated.cell_name("main-only", 2) == "research_v0-medium-saturated-main-only-s2"
+    with pytest.raises(ValueError, match="--regime saturated runs without a sub-agent handicap"):
+        bench.settings_from(
+            bench.parse_args(["--quick", "--regime", "saturated", "--sub-temperature", "2"])
+        )
 
 
 def test_a_new_package_version_retrains_the_cached_warm_start(
@@ -183,3 +291,96 @@ def test_the_improvable_sub_agent_regime_reaches_env_keys_and_every_multi_arm(
     for arm in ("mgrpo", "main-only", "no-sync"):
         c = bench.make_trainer(arm, 0, dataclasses.replace(s, steps=1), warm, tmp_path / arm).config
         assert c.role_temperature == {"searcher": 1.5} and c.env_kwargs["doc_ref"] == "title"
+
+
+def synthetic_cell(arm: str, seed: int, successes: int, **extra) -> dict:
+    """A cell as the benchmark writes it, with made-up figures (n = 100 episodes)."""
+    key = {"env": "ledger_v0", "env_kwargs": {"difficulty": "easy"}, "size": "micro"}
+    key |= {"steps": 2, "queries": 2, "group": 4, "eval_episodes": 100, "arm": arm, "seed": seed}
+    end = {"success_rate": successes / 100, "successes": successes, "n": 100}
+    end["ci95"] = [max(0.0, successes / 100 - 0.1), min(1.0, successes / 100 + 0.1)]
+    curve = [{"step": k, "episodes": 8 * k, "success_rate": successes / 100} for k in (1, 2)]
+    start = {"success_rate": 0.3, "ci95": [0.2, 0.4], "successes": 30, "n": 100}
+    start["roles"] = {"expert_subs": {"success_rate": 0.7}, "expert_main": {"success_rate": 0.9}}
+    start["signal"] = {"main": {"calls": 10.0}, "analyst": {"subtask_groups_differing": 0.4}}
+    return {
+        "key": key,
+        "env": "ledger_v0",
+        "task": "easy",
+        "regime": "improvable",
+        "handicap": {"sub_temperature": 1.5},
+        "arm": arm,
+        "seed": seed,
+        "start": start,
+        "end": end,
+        "evals": [{"step": 2, **end}],
+        "curve": curve,
+        "wall_seconds": 120.0,
+        **extra,
+    }
+
+
+def test_the_summary_is_rebuilt_from_the_cells_alone(bench, tmp_path, capsys) -> None:
+    directory = tmp_path / "results" / "cells"
+    directory.mkdir(parents=True)
+    # M-GRPO 40, 50, 60 of 100 per seed; main-only 30, 30, 30: differences 0.1, 0.2, 0.3,
+    # mean 0.2, sd 0.1, t_{0.975, 2} = 4.3027: half-width 4.3027 * 0.1 / sqrt(3) = 0.2484
+    for seed, wins in enumerate((40, 50, 60)):
+        for arm, k in (("mgrpo", wins), ("main-only", 30)):
+            cell = synthetic_cell(arm, seed, k)
+            (directory / f"ledger_v0-easy-improvable-{arm}-s{seed}.json").write_text(
+                json.dumps(cell)
+            )
+    (directory / "replaced").mkdir()  # files moved aside are not read
+    (directory / "replaced" / "old.json").write_text("{}")
+    bench.main(["--summary", "--cells", str(directory)])
+    printed = capsys.readouterr().out
+    result = json.loads(printed.strip().splitlines()[-1])
+    group = result["groups"]["ledger_v0-easy-improvable"]
+    mgrpo, main_only = group["arms"]["mgrpo"], group["arms"]["main-only"]
+    assert (mgrpo["successes"], mgrpo["n"]) == (150, 300)
+    assert mgrpo["ci95"] == pytest.approx(bench.cells.wilson_interval(150, 300))
+    assert mgrpo["per_seed"] == {"0": 0.4, "1": 0.5, "2": 0.6}
+    diff = mgrpo["minus_main_only"]
+    assert diff["mean"] == pytest.approx(0.2) and diff["seeds"] == [0, 1, 2]
+    assert diff["ci95"] == pytest.approx([0.2 - 0.24841, 0.2 + 0.24841], abs=1e-4)
+    assert "minus_main_only" not in main_only and main_only["wall_minutes"] == 2.0
+    d = group["diagnosis"]
+    assert d["gap"] == pytest.approx(0.4) and d["expert_subs"] == 0.7 and d["differing"] == 0.4
+    assert d["met"] == {"gap": True, "differing": False, "expert_subs": True}
+    assert not d["all_met"]
+    summary = (tmp_path / "results" / "summary.md").read_text()
+    assert summary in printed
+    assert "| mgrpo | 3 | 0.500 [" in summary and "+0.200 [-0.048, +0.448]" in summary
+    assert "| same-subtask sub-agent groups that differ | 0.400 | >= 0.50 | not met |" in summary
+    assert summary.index("| mgrpo |") < summary.index("| main-only |")
+    assert (tmp_path / "results" / "ledger_v0-easy-improvable.png").stat().st_size > 0
+
+
+def test_the_summary_says_what_it_cannot_compute(bench, tmp_path) -> None:
+    directory = tmp_path / "cells"
+    directory.mkdir()
+    cell = synthetic_cell("mgrpo", 0, 50)
+    del cell["start"]["roles"]
+    (directory / "a.json").write_text(json.dumps(cell))
+    (directory / "b.json").write_text(json.dumps(synthetic_cell("main-only", 0, 40, task="hard")))
+    result = bench.cells.write_summary(directory)
+    easy = result["groups"]["ledger_v0-easy-improvable"]
+    assert easy["diagnosis"] is None and "minus_main_only" not in easy["arms"]["mgrpo"]
+    assert "not measured (run with `--diagnose`)" in result["text"]
+    one_seed = bench.cells.paired_difference({0: 0.5}, {0: 0.25})
+    assert one_seed == {"mean": 0.25, "ci95": None, "seeds": [0]}
+    (directory / "c.json").write_text(json.dumps({"env": "ledger_v0"}))
+    with pytest.raises(ValueError, match="c.json is not a coordination cell: it lacks"):
+        bench.cells.write_summary(directory)
+    with pytest.raises(ValueError, match="no cells directory at"):
+        bench.cells.write_summary(tmp_path / "nowhere")
+
+
+def test_t_quantiles_match_the_tables(bench) -> None:
+    # two-sided 95% critical values of Student's t (any statistics table)
+    for df, t in ((1, 12.706), (2, 4.303), (4, 2.776), (10, 2.228), (30, 2.042)):
+        assert bench.cells.t_quantile_975(df) == pytest.approx(t, abs=1e-3)
+    assert bench.cells.t_quantile_975(10_000) == pytest.approx(1.960, abs=1e-3)
+    with pytest.raises(ValueError, match="df must be >= 1, got 0"):
+        bench.cells.t_quantile_975(0)
