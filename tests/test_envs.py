@@ -201,7 +201,7 @@ def test_seeds_give_different_worlds_and_same_seed_same_world() -> None:
     assert env.observe("main") == q1 != q2
 
 
-@pytest.mark.parametrize("env_id", ["research_v0", "webwalk_v0", "ledger_v0"])
+@pytest.mark.parametrize("env_id", mgrpo_envs.list_envs())
 @pytest.mark.parametrize("codec", ["compact", "json"])
 def test_oracle_call_formats_to_oracle_action(env_id: str, codec: str) -> None:
     """oracle_action is oracle_call written out by format_call, for every agent's turns."""
