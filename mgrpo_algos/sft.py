@@ -39,6 +39,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,6 +47,15 @@ from tqdm.auto import tqdm
 
 from mgrpo_algos.buffer import Trajectory, collate, minibatches
 from mgrpo_algos.functional import masked_mean
+from mgrpo_algos.lora import (
+    LORA_TARGETS,
+    AdapterSet,
+    LoRAPolicy,
+    check_lora_config,
+    peft_config,
+    save_lora_checkpoint,
+)
+from mgrpo_algos.policies import HFPolicy
 from mgrpo_algos.policies.base import Policy
 from mgrpo_algos.rollout import RolloutConfig, RolloutEngine
 
@@ -133,6 +143,48 @@ RECIPE = SFTConfig(
 then 3 epochs of the expert's episodes in 2,048-token
 batches at lr 1e-3, with the context's language-modelling loss (figures:
 docs/results.md)."""
+
+
+PRETRAINED_RECIPE = SFTConfig(
+    episodes=64,
+    epochs=2,
+    lr=2e-3,
+    max_batch_tokens=1024,
+    context_weight=0.0,
+    copy_steps=0,
+    lookup_steps=0,
+)
+"""The warm start of a pretrained model (``mgrpo sft --model smollm2|DIR``), meant for
+LoRA adapters: the expert's episodes alone, on the agent's own tokens (a pretrained
+model needs no synthetic copying and no language-modelling term); figures in
+docs/training.md, "SmolLM2 recipe"."""
+
+
+@dataclass
+class LoRASettings:
+    """The adapters of a LoRA warm start (the ``lora_*`` fields of the learners' configs).
+
+    Attributes:
+        lora_rank: Rank of each adapter (> 0).
+        lora_alpha: Scaling numerator (the update is ``alpha / rank * B A``).
+        lora_dropout: Dropout on the adapters' input in the loss, in [0, 1).
+        lora_target_modules: Names of the linear layers that get adapters.
+    """
+
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_target_modules: tuple[str, ...] = LORA_TARGETS
+
+    def __post_init__(self) -> None:
+        check_lora_config(self)
+        if self.lora_rank == 0:
+            raise ValueError("a LoRA warm start needs lora_rank > 0, got 0 (no adapters)")
+
+    @property
+    def backend(self) -> str:
+        """A warm start runs in one process."""
+        return "embedded"
 
 
 def recipe(**changes: Any) -> SFTConfig:
@@ -451,6 +503,83 @@ def warm_start(
         mine = [t for t in demos if t.agent in roles]
         history["+".join(roles)] = train_sft(policy, mine, config, progress=progress)
     return history
+
+
+def warm_start_policies(
+    env: Any,
+    model: str,
+    *,
+    lora: LoRASettings | None = None,
+    size: str = "micro",
+    seed: int = 0,
+    shared: bool = True,
+) -> dict[str, Policy]:
+    """Role -> policy to warm-start: ``model``'s, or LoRA adapters on it.
+
+    Args:
+        env: The env (its roles, and the vocabulary of ``tiny``).
+        model: ``tiny``, ``smollm2`` or a saved policy directory (see
+            ``LearnerConfig.model``).
+        lora: Train adapters on one base (``model``, loaded once) instead of the
+            model's weights.
+        size: Tiny model size.
+        seed: Initialisation seed (of the tiny model, or of the adapters).
+        shared: One model (or adapter, named ``shared``) learns every role's
+            demonstrations; False: one per role (adapters named after the roles).
+    """
+    from mgrpo_algos.learner import load_policies
+
+    if lora is None:
+        if model == "tiny":
+            return tiny_policies(env, size=size, seed=seed, shared=shared)
+        return load_policies(model, env, tiny_size=size, seed=seed, shared=shared)
+    roles = list(env.possible_agents)
+    base = load_policies(model, env, tiny_size=size, seed=seed, shared=True)[roles[0]]
+    return lora_views(base, roles, lora, seed=seed, shared=shared)  # type: ignore[return-value]
+
+
+def lora_views(
+    base: HFPolicy,
+    roles: Sequence[str],
+    lora: LoRASettings,
+    *,
+    seed: int = 0,
+    shared: bool = True,
+) -> dict[str, LoRAPolicy]:
+    """Role -> a fresh LoRA adapter's view on ``base`` (its model gets the LoRA layers).
+
+    Args:
+        base: The model to adapt; from now on its own forward runs the active adapter.
+        roles: The env's roles.
+        lora: The adapters' settings.
+        seed: Seeds the adapters' initialisation (adapter ``i`` gets ``seed + i``).
+        shared: One adapter, ``shared``, for every role; False: one per role.
+    """
+    adapters = AdapterSet(base)
+    names = {role: "shared" if shared else role for role in roles}
+    for i, name in enumerate(dict.fromkeys(names.values())):
+        adapters.add(name, peft_config(lora), seed=seed + i)
+    return {role: adapters.view(names[role]) for role in roles}
+
+
+def save_warm_start(policies: Mapping[str, Policy], out: str | Path) -> None:
+    """Saves a warm start where ``mgrpo train --model OUT`` starts from it.
+
+    Full models: one copy per role, ``OUT/<role>/`` and ``OUT/roles.json``. LoRA
+    adapters: the layout of a LoRA checkpoint (``OUT/policies/<adapter>/``,
+    ``OUT/policies/roles.json``, ``OUT/policies/lora.json`` and the base once in
+    ``OUT/base/``), so ``mgrpo train --model OUT --lora-rank R`` starts every new
+    adapter from its role's, and ``mgrpo export --ckpt OUT`` merges them.
+    """
+    from mgrpo_algos.learner import save_policies
+
+    out = Path(out)
+    if any(isinstance(p, LoRAPolicy) for p in policies.values()):
+        names = {role: policy.name for role, policy in policies.items()}
+        save_policies(policies, names, out / "policies")  # type: ignore[arg-type]
+        save_lora_checkpoint(policies, out)  # type: ignore[arg-type]
+    else:
+        save_policies(policies, {role: role for role in policies}, out)  # type: ignore[arg-type]
 
 
 def train_warm_start(

@@ -81,8 +81,12 @@ def test_intervals_match_numbers_worked_by_hand() -> None:
         "sub_calls": {"searcher": {"calls": 12, "accuracy": 0.75}},
         "scripted": [],
         "seconds": 1.0,
+        "outputs": 0,
+        "parsed": 0,
+        "parse_rate": None,
     }
     assert r == EvalResult(7, 10, 0.5, (lo, hi), r.sub_calls, (), seconds=99.0)
+    assert EvalResult(7, 10, 0.5, (lo, hi), {}, (), 1.0, outputs=8, parsed=6).parse_rate == 0.75
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -99,6 +103,9 @@ def test_the_scripted_expert_solves_every_held_out_episode(env_id: str) -> None:
     assert set(r.sub_calls) == set(roles) - {"main"}
     for stats in r.sub_calls.values():
         assert stats["calls"] >= 6 and stats["accuracy"] == 1.0
+    # main answers once and delegates at least once, and a sub-agent call takes a turn
+    assert r.outputs >= 6 * 2 + sum(s["calls"] for s in r.sub_calls.values())
+    assert r.parsed == r.outputs and r.parse_rate == 1.0  # the expert writes well-formed calls
 
 
 def test_the_single_agent_view_has_no_sub_calls() -> None:
