@@ -56,6 +56,7 @@ class DemoSettings:
     sft_lookup_steps: int = RECIPE.lookup_steps
     sft_rehearsal: float = RECIPE.rehearsal
     sft_copy_digits: float = RECIPE.copy_digits
+    sft_sub_give_up: float = RECIPE.sub_give_up  # sub-agent demonstrations that give up
     sft_shared: bool = True  # one model learns every role's demonstrations; each role gets a copy
     numbers: bool = False  # document ids and years as single tokens (HFPolicy.tiny(numbers=True))
     steps: int = 6
@@ -76,6 +77,7 @@ class DemoSettings:
             lookup_steps=self.sft_lookup_steps,
             rehearsal=self.sft_rehearsal,
             copy_digits=self.sft_copy_digits,
+            sub_give_up=self.sft_sub_give_up,
             seed=self.seed,
         )
 

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -58,6 +59,7 @@ from mgrpo_algos.lora import (
 from mgrpo_algos.policies import HFPolicy
 from mgrpo_algos.policies.base import Policy
 from mgrpo_algos.rollout import RolloutConfig, RolloutEngine
+from mgrpo_envs.core.codecs import ToolCall
 
 
 @dataclass
@@ -87,6 +89,10 @@ class SFTConfig:
         copy_digits: Share of the copying (and rehearsal) strings made of digits only,
             where each digit recurs many times, so that copying must track position
             rather than find the one earlier copy of the current token (0: none).
+        sub_give_up: Share of the sub-agents' demonstrated calls that give up: the
+            expert finds the fact as usual, then returns ``unknown`` instead of it
+            (main re-delegates, as the expert does with any fact not returned).
+            Noisier demonstrations: the "improvable sub-agent" regime (0: none).
     """
 
     episodes: int = 400
@@ -105,6 +111,7 @@ class SFTConfig:
     rehearsal: float = 0.0
     rehearsal_batch: int = 8
     copy_digits: float = 0.0
+    sub_give_up: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("copy_steps", "lookup_steps"):
@@ -124,8 +131,9 @@ class SFTConfig:
             )
         if not (self.rehearsal >= 0 and math.isfinite(self.rehearsal)):
             raise ValueError(f"rehearsal must be a finite number >= 0, got {self.rehearsal!r}")
-        if not 0 <= self.copy_digits <= 1:
-            raise ValueError(f"copy_digits must be in [0, 1], got {self.copy_digits!r}")
+        for name in ("copy_digits", "sub_give_up"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
         if self.grad_clip <= 0:
             raise ValueError(f"grad_clip must be > 0, got {self.grad_clip!r}")
 
@@ -197,12 +205,49 @@ def expert_script(env: Any) -> str:
     return env.unwrapped.oracle_action()
 
 
+GIVE_UP = "unknown"
+"""What a giving-up sub-agent returns (a word of every env's vocabulary)."""
+
+
+class GiveUpExpert:
+    """The scripted expert, except that a share of the sub-agents' calls give up.
+
+    At the ``return`` that would hand back the fact, a call gives up with
+    probability ``p`` and returns :data:`GIVE_UP` instead. Main is the plain
+    expert, which re-delegates every fact that was not returned. One decision per
+    call, drawn from ``numpy.random.default_rng(seed)`` in the order calls end.
+    """
+
+    def __init__(self, p: float, seed: int) -> None:
+        if not 0 <= p <= 1:
+            raise ValueError(f"p must be in [0, 1], got {p!r}")
+        self.p = p
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, env: Any) -> str:
+        u = env.unwrapped
+        call = u.oracle_call()
+        gives_up = u.agent_selection != "main" and call is not None and call.name == "return"
+        if gives_up and self.rng.random() < self.p:
+            call = ToolCall.make("return", result=GIVE_UP)
+        return u.format_call(call)
+
+
 def collect_demonstrations(
-    env_fn: Callable[[], Any], policies: Mapping[str, Policy], episodes: int, seed: int = 0
+    env_fn: Callable[[], Any],
+    policies: Mapping[str, Policy],
+    episodes: int,
+    seed: int = 0,
+    give_up: float = 0.0,
 ) -> list[Trajectory]:
-    """Records ``episodes`` expert episodes (env seeds ``seed .. seed + episodes - 1``)."""
+    """Records ``episodes`` expert episodes (env seeds ``seed .. seed + episodes - 1``).
+
+    Args:
+        give_up: Share of sub-agent calls that give up (:class:`GiveUpExpert`).
+    """
     probe = env_fn()
-    scripts = {role: expert_script for role in probe.possible_agents}
+    script = GiveUpExpert(give_up, seed) if give_up > 0 else expert_script
+    scripts = {role: script for role in probe.possible_agents}
     engine = RolloutEngine(env_fn, policies, RolloutConfig(), scripts=scripts)
     result = engine.collect(list(range(seed, seed + episodes)), group_size=1)
     return result.trajectories
@@ -493,7 +538,9 @@ def warm_start(
     Returns:
         Role names joined by ``+`` -> the losses of that policy's steps.
     """
-    demos = collect_demonstrations(env_fn, policies, config.episodes, config.seed)
+    demos = collect_demonstrations(
+        env_fn, policies, config.episodes, config.seed, give_up=config.sub_give_up
+    )
     owners: dict[int, list[str]] = {}
     for role, policy in policies.items():
         owners.setdefault(id(policy), []).append(role)

@@ -10,6 +10,8 @@ import mgrpo_envs
 from mgrpo_algos.policies import HFPolicy
 from mgrpo_algos.rollout import RolloutConfig, RolloutEngine, SingleAgentAEC
 from mgrpo_algos.sft import (
+    GIVE_UP,
+    GiveUpExpert,
     SFTConfig,
     collect_demonstrations,
     copy_batch,
@@ -297,3 +299,35 @@ def test_tiny_policies_shared_or_one_per_role() -> None:
     main, searcher = apart["main"], apart["searcher"]
     assert main is not searcher
     assert not torch.equal(next(main.parameters()), next(searcher.parameters()))
+
+
+@pytest.mark.parametrize("env_id", mgrpo_envs.list_envs())
+def test_give_up_demonstrations_return_unknown_and_main_asks_again(env_id: str) -> None:
+    """sub_give_up: about that share of sub-agent calls return 'unknown'; main re-delegates."""
+
+    def fn():
+        return mgrpo_envs.make(env_id, difficulty="easy")
+
+    policies = tiny_policies(fn(), size="micro")
+    tok = policies["main"].tokenizer
+
+    def sub_outputs(demos):
+        return [
+            tok.decode(t.input_ids[t.action_mask.astype(bool)]) for t in demos if t.agent != "main"
+        ]
+
+    plain = sub_outputs(collect_demonstrations(fn, policies, 40))
+    noisy = sub_outputs(collect_demonstrations(fn, policies, 40, give_up=0.5))
+    assert not any(GIVE_UP in out for out in plain)
+    gave_up = sum(GIVE_UP in out for out in noisy)
+    assert 0.3 < gave_up / len(noisy) < 0.7
+    assert len(noisy) > len(plain)  # every fact given up on was asked for again
+    again = collect_demonstrations(fn, policies, 40, give_up=0.5)
+    assert sub_outputs(again) == noisy  # seeded
+
+
+def test_give_up_share_is_checked() -> None:
+    with pytest.raises(ValueError, match=r"sub_give_up must be in \[0, 1\], got 1.5"):
+        SFTConfig(sub_give_up=1.5)
+    with pytest.raises(ValueError, match=r"p must be in \[0, 1\], got -0.1"):
+        GiveUpExpert(-0.1, seed=0)
