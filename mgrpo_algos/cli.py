@@ -403,6 +403,9 @@ class DemoArgs:
             recipe's; see mgrpo_algos.sft.SFTConfig).
         sft_rehearsal: Weight of the copying rehearsal during SFT (None: the recipe's).
         sft_copy_digits: Share of digit-only copying strings (None: the recipe's).
+        sft_sub_give_up: Share of the sub-agents' demonstrated calls that give up and
+            return 'unknown' (None: the demo's; see SFTConfig.sub_give_up).
+        sub_lr: The sub-agents' M-GRPO learning rate (None: the demo's).
         seed: Seeds the warm start, training and evaluation sampling.
         out: Where the warm-start cache and the run's files go.
         quick: Tiny sizes: a few seconds, to check that everything runs.
@@ -416,6 +419,8 @@ class DemoArgs:
     sft_lookup_steps: int | None = None
     sft_rehearsal: float | None = None
     sft_copy_digits: float | None = None
+    sft_sub_give_up: float | None = None
+    sub_lr: float | None = None
     seed: int = 0
     out: str = "runs/demo"
     quick: bool = False
@@ -449,6 +454,8 @@ def demo(argv: list[str]) -> int:
         "sft_lookup_steps": args.sft_lookup_steps,
         "sft_rehearsal": args.sft_rehearsal,
         "sft_copy_digits": args.sft_copy_digits,
+        "sft_sub_give_up": args.sft_sub_give_up,
+        "sub_lr": args.sub_lr,
     }
     settings = replace(settings, **{k: v for k, v in given.items() if v is not None})
     print(json.dumps(run_demo(settings, args.out, cache=not args.no_cache)))
