@@ -121,7 +121,7 @@ WARM_START_OF = {
     "mgrpo-alternate": "multi",
     "no-sync": "multi",
 }
-HANDICAPS: dict[str, float] = {"sub_temperature": 1.0}
+HANDICAPS: dict[str, float] = {"sub_temperature": 1.0, "sub_give_up": 0.0}
 """The sub-agent handicaps (Settings fields) and each one's value in the saturated regime."""
 IMPROVABLE: dict[str, float] = {"sub_temperature": 1.5}
 """The handicap ``--regime improvable`` applies when none is given."""
@@ -172,6 +172,13 @@ class Settings:
             "saturated" regime; above 1 an "improvable sub-agent" regime whose calls
             fail more often and whose groups differ more (docs/coordination.md).
             A handicap (``HANDICAPS``).
+        sub_give_up: Share of the sub-agents' demonstrated calls that give up and
+            return ``unknown`` in the multi-role warm starts' SFT
+            (``SFTConfig.sub_give_up``): 0 is the saturated regime; above 0 an
+            "improvable sub-agent" regime whose sub-agents learned to give up on
+            some calls (noisier demonstrations). A handicap (``HANDICAPS``).
+        sft_rehearsal: ``SFTConfig.rehearsal`` of every warm start.
+        sft_copy_digits: ``SFTConfig.copy_digits`` of every warm start.
     """
 
     env: str = "research_v0"
@@ -198,6 +205,9 @@ class Settings:
     diagnose: bool = False
     doc_ref: str = "id"
     sub_temperature: float = 1.0
+    sub_give_up: float = 0.0
+    sft_rehearsal: float = 0.0
+    sft_copy_digits: float = 0.0
 
     def __post_init__(self) -> None:
         unknown = [a for a in self.arms if a not in ARMS]
@@ -210,6 +220,8 @@ class Settings:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.sub_temperature > 0:
             raise ValueError(f"sub_temperature must be > 0, got {self.sub_temperature}")
+        if not 0 <= self.sub_give_up < 1:
+            raise ValueError(f"sub_give_up must be in [0, 1), got {self.sub_give_up}")
         if self.handicap and "single" in self.arms:
             raise ValueError(
                 f"{', '.join(self.handicap)} applies to sub-agents, which the single arm has "
@@ -225,6 +237,11 @@ class Settings:
     def handicap(self) -> dict[str, float]:
         """The sub-agent handicaps that are on (empty in the saturated regime)."""
         return {k: getattr(self, k) for k, off in HANDICAPS.items() if getattr(self, k) != off}
+
+    @property
+    def warm_start_suffix(self) -> str:
+        """Tells apart the warm starts of handicaps that change the SFT (``sub_give_up``)."""
+        return f"+give_up={self.sub_give_up:g}" if self.sub_give_up else ""
 
     @property
     def regime(self) -> str:
@@ -275,6 +292,9 @@ class Settings:
             epochs=self.sft_epochs,
             copy_steps=self.sft_copy_steps,
             lookup_steps=self.sft_lookup_steps,
+            rehearsal=self.sft_rehearsal,
+            copy_digits=self.sft_copy_digits,
+            sub_give_up=self.sub_give_up,
         )
 
     def sft_key(self) -> dict[str, Any]:
@@ -776,7 +796,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--regime",
         choices=["saturated", "improvable"],
-        help="improvable: a sub-agent handicap (--sub-temperature, default 1.5)",
+        help="improvable: a sub-agent handicap (--sub-temperature or --sub-give-up; default: "
+        "--sub-temperature 1.5)",
     )
     p.add_argument("--arms", nargs="+", choices=ARMS)
     p.add_argument("--seeds", type=int, nargs="+")
@@ -797,6 +818,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         help="the sub-agents' sampling temperature (default 1: the saturated regime)",
     )
+    p.add_argument(
+        "--sub-give-up",
+        type=float,
+        help="share of the sub-agents' demonstrated calls that give up (default 0: saturated)",
+    )
+    p.add_argument("--sft-rehearsal", type=float, help="SFTConfig.rehearsal (default 0)")
+    p.add_argument("--sft-copy-digits", type=float, help="SFTConfig.copy_digits (default 0)")
     for name, kind in (
         ("sft-episodes", int),
         ("sft-epochs", int),
@@ -883,7 +911,7 @@ def paths_of(args: argparse.Namespace, s: Settings) -> tuple[Path, Path, Path]:
     warm_dir = (
         Path(args.warm_start_dir)
         if args.warm_start_dir
-        else out / "warm_start" / f"{s.env}-{s.task}"
+        else out / "warm_start" / f"{s.env}-{s.task}{s.warm_start_suffix}"
     )
     for path in (out, cells_dir, warm_dir):
         path.mkdir(parents=True, exist_ok=True)

@@ -195,6 +195,24 @@ def test_the_regime_option_sets_the_handicap(bench, capsys) -> None:
         )
 
 
+def test_the_give_up_handicap_reaches_the_warm_start_and_its_directory(bench) -> None:
+    args = bench.parse_args(
+        ["--quick", "--sub-give-up", "0.6", "--sft-rehearsal", "0.5", "--sft-copy-digits", "0.5"]
+    )
+    s = bench.settings_from(args)
+    assert s.regime == "improvable" and s.handicap == {"sub_give_up": 0.6}
+    cfg = s.sft_config()
+    assert (cfg.sub_give_up, cfg.rehearsal, cfg.copy_digits) == (0.6, 0.5, 0.5)
+    assert s.sft_key()["sub_give_up"] == 0.6
+    assert s.warm_start_suffix == "+give_up=0.6"
+    saturated = bench.settings_from(bench.parse_args(["--quick"]))
+    assert saturated.warm_start_suffix == "" and saturated.sft_config().sub_give_up == 0.0
+    with pytest.raises(ValueError, match=r"sub_give_up must be in \[0, 1\), got 1.0"):
+        bench.Settings(sub_give_up=1.0, arms=("mgrpo",))
+    with pytest.raises(ValueError, match="the single arm"):
+        bench.Settings(sub_give_up=0.5, arms=("single",))
+
+
 def test_a_new_package_version_retrains_the_cached_warm_start(
     bench, tmp_path, monkeypatch, steady_code
 ) -> None:
