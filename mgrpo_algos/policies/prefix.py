@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import torch
 
+from mgrpo_algos.policies.head import decoder_states, token_logprobs
+
 if TYPE_CHECKING:
     from mgrpo_algos.buffer import Trajectory
 
@@ -163,28 +165,24 @@ def shared_prefix_logprobs(
     _check_groups(index, lengths, n)
     prefix_ids, prefix_mask = _prefix_batch(ids, index, lengths, pad_id)  # (G, P)
     kwarg = _cache_kwarg(model)
-    out = model(
+    # hidden states, not (G, P, V) logits: the output layer runs chunk by chunk (head.py)
+    states, head, out = decoder_states(
+        model,
         input_ids=prefix_ids,
         attention_mask=prefix_mask.long(),
         position_ids=(prefix_mask.cumsum(-1) - 1).clamp(min=0),
         use_cache=True,
-    )
-    prefix_logits = out.logits.float()  # (G, P, V)
-    prefix_lse = torch.logsumexp(prefix_logits, dim=-1)  # (G, P)
+    )  # (G, P, H)
     start = lengths[index]  # (B,)
 
     # predictions inside the prefix: the same for every row of a group
-    inner = prefix_logits[:, :-1].gather(-1, prefix_ids[:, 1:, None]).squeeze(-1)  # (G, P-1)
-    inner = (inner - prefix_lse[:, :-1])[index]  # (B, P-1)
+    inner = token_logprobs(states[:, :-1], head, prefix_ids[:, 1:])[index]  # (B, P-1)
     inner_cols = torch.arange(inner.shape[1], device=device).expand_as(inner)  # (B, P-1)
     inner_ok = inner_cols < (start - 1)[:, None]
 
     # the prefix's last token predicts each row's first suffix token
-    last = (lengths - 1)[:, None]  # (G, 1)
-    vocab = prefix_logits.shape[-1]
-    last_logits = prefix_logits.gather(1, last[..., None].expand(-1, -1, vocab))  # (G, 1, V)
     target = ids.gather(1, start.clamp(max=ids.shape[1] - 1)[:, None])  # (B, 1)
-    edge = last_logits[index, 0].gather(-1, target) - prefix_lse.gather(1, last)[index]  # (B, 1)
+    edge = token_logprobs(states[index, start - 1][:, None], head, target)  # (B, 1)
     edge_cols = (start - 1)[:, None]  # (B, 1)
     edge_ok = start[:, None] < n[:, None]
 
@@ -233,15 +231,15 @@ def _suffix_logprobs(
     tokens = ids.gather(1, src.clamp(max=width - 1)).masked_fill(~real, pad_id)  # (B, S+1)
     cache = getattr(prefix_out, kwarg)  # the output names it as the forward does
     cache.batch_select_indices(index)  # (G, ...) -> (B, ...): autograd-tracked indexing
-    logits = model(
+    states, head, _ = decoder_states(
+        model,
         input_ids=tokens[:, :-1],
         attention_mask=torch.cat([prefix_mask[index], real[:, :-1]], dim=1).long(),
         position_ids=torch.minimum(src[:, :-1], n[:, None] - 1),
         use_cache=True,
         **{kwarg: cache},
-    ).logits.float()  # (B, S, V)
-    chosen = logits.gather(-1, tokens[:, 1:, None]).squeeze(-1)  # (B, S)
-    logp = chosen - torch.logsumexp(logits, dim=-1)
+    )  # (B, S, H)
+    logp = token_logprobs(states, head, tokens[:, 1:])  # (B, S)
     return logp, src[:, :-1], real[:, 1:]
 
 
