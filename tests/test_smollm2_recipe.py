@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 import mgrpo_envs
 from mgrpo_algos import MGRPOConfig, MGRPOTrainer
 from mgrpo_algos.cli import main
+from mgrpo_algos.learner import latest_checkpoint
 from mgrpo_algos.lora import LoRAPolicy
 from mgrpo_algos.sft import LoRASettings, SFTConfig, warm_start, warm_start_policies
 from tests.test_mgrpo import ENV, FakeEngine, strip
@@ -186,4 +187,5 @@ def test_smollm2_recipe_quick_runs_end_to_end(tmp_path) -> None:
     assert evals["sft"]["parse_rate"] > evals["pretrained"]["parse_rate"]
     assert result["machine"]["versions"]["peft"] is not None
     assert (tmp_path / "r" / "sft" / "policies" / "lora.json").is_file()
-    assert (tmp_path / "r" / "mgrpo" / "ckpt-2" / "policies" / "lora.json").is_file()
+    ckpt = latest_checkpoint(tmp_path / "r" / "mgrpo")
+    assert ckpt.name == "ckpt-000002" and (ckpt / "policies" / "lora.json").is_file()
