@@ -31,7 +31,7 @@ from mgrpo_algos.tfgrpo import TFGRPOConfig
 
 USAGE = """usage: mgrpo {demo,sft,train,eval,export} [OPTIONS]
 
-  demo    the main job: SFT warm start, a short M-GRPO run, success before and after
+  demo    the main job: a short M-GRPO run from a warm start, success before and after
   sft     warm-start models (or LoRA adapters) on the scripted expert's demonstrations
   train   train agents (writes OUT/config.json, OUT/metrics.jsonl, OUT/ckpt-*)
   eval    success rate and reward of a checkpoint, with 95% intervals
@@ -392,7 +392,7 @@ def sft(argv: list[str]) -> int:
 # --------------------------------------------------------------------------- demo
 @dataclass
 class DemoArgs:
-    """The main job: SFT warm start, a short M-GRPO run, success before and after.
+    """The main job: a short M-GRPO run from a warm start, success before and after.
 
     Attributes:
         difficulty: research_v0's difficulty.
@@ -406,10 +406,13 @@ class DemoArgs:
         sft_sub_give_up: Share of the sub-agents' demonstrated calls that give up and
             return 'unknown' (None: the demo's; see SFTConfig.sub_give_up).
         sub_lr: The sub-agents' M-GRPO learning rate (None: the demo's).
-        seed: Seeds the warm start, training and evaluation sampling.
+        seed: Seeds M-GRPO and the evaluations' sampling.
+        sft_seed: Seeds the warm start's SFT (None: the demo's, 1, whose warm start
+            is published with the library; another seed builds one).
         out: Where the warm-start cache and the run's files go.
         quick: Tiny sizes: a few seconds, to check that everything runs.
-        no_cache: Rebuild the warm start even when a matching cache exists.
+        no_cache: Build the warm start here (SFT, about 20 minutes on 2 cores) even
+            when a published or cached one has the same recipe.
     """
 
     difficulty: Difficulty = "easy"
@@ -422,6 +425,7 @@ class DemoArgs:
     sft_sub_give_up: float | None = None
     sub_lr: float | None = None
     seed: int = 0
+    sft_seed: int | None = None
     out: str = "runs/demo"
     quick: bool = False
     no_cache: bool = False
@@ -456,6 +460,7 @@ def demo(argv: list[str]) -> int:
         "sft_copy_digits": args.sft_copy_digits,
         "sft_sub_give_up": args.sft_sub_give_up,
         "sub_lr": args.sub_lr,
+        "sft_seed": args.sft_seed,
     }
     settings = replace(settings, **{k: v for k, v in given.items() if v is not None})
     print(json.dumps(run_demo(settings, args.out, cache=not args.no_cache)))

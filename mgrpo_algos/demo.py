@@ -1,12 +1,20 @@
 """The main job: a short M-GRPO training run on ``research_v0`` from an SFT warm start.
 
+The regime is one in which the sub-agent has room to improve: its warm start learned
+from demonstrations in which 60% of its calls find the fact and then give up
+(``SFTConfig.sub_give_up``), while main learned the expert's plans, including
+delegating again after a sub-agent gave up. M-GRPO's sub-agent groups then carry
+signal (calls that return the fact against calls that give up).
+
 Five stages, each printed as it runs:
 
 1. the scripted expert and a random tool-caller on the held-out episodes, for scale;
-2. warm start: one tiny model per role, trained by SFT on the expert's
-   demonstrations (cached in ``OUT/warm_start``, reused only when its stamp, the
+2. warm start: one tiny model per role trained by SFT on the expert's
+   demonstrations: the one published with the library for the demo's recipe
+   (:data:`PUBLISHED`), else the one cached in ``OUT/warm_start`` when its stamp (the
    settings that build it plus the package versions and the library's code
-   version, is the one this run would write; ``run_demo(..., cache=False)`` rebuilds it);
+   version) is the one this run would write, else built there
+   (``run_demo(..., cache=False)`` always builds it);
 3. success of the warm-started agents on held-out episodes (temperature 1);
 4. M-GRPO: one policy and one optimiser per role, a few steps, ``OUT/mgrpo/metrics.jsonl``;
 5. success of the trained agents on the same held-out episodes.
@@ -48,25 +56,26 @@ class DemoSettings:
 
     env: str = "research_v0"
     difficulty: str = "easy"
-    env_args: tuple[tuple[str, Any], ...] = ()  # more env arguments, e.g. (("doc_ref", "title"),)
+    env_args: tuple[tuple[str, Any], ...] = (("doc_ref", "title"),)  # more env arguments
     size: str = "micro"
     sft_episodes: int = 1500  # the rest of the SFT recipe: mgrpo_algos.sft.RECIPE
     sft_epochs: int = 3
     sft_copy_steps: int = 400
     sft_lookup_steps: int = RECIPE.lookup_steps
-    sft_rehearsal: float = RECIPE.rehearsal
-    sft_copy_digits: float = RECIPE.copy_digits
-    sft_sub_give_up: float = RECIPE.sub_give_up  # sub-agent demonstrations that give up
+    sft_rehearsal: float = 0.5
+    sft_copy_digits: float = 0.5
+    sft_sub_give_up: float = 0.6  # sub-agent demonstrations that give up: room to improve
     sft_shared: bool = True  # one model learns every role's demonstrations; each role gets a copy
     numbers: bool = False  # document ids and years as single tokens (HFPolicy.tiny(numbers=True))
-    steps: int = 6
+    steps: int = 24
     queries: int = 4
     group_size: int = 8
     lr: float = 2e-5
-    sub_lr: float | None = None  # the sub-agents' learning rate (None: lr)
+    sub_lr: float | None = 3e-4  # the sub-agents' learning rate (None: lr)
     sub_temperature: float = 1.0  # the sub-agents' sampling temperature, in training and evaluation
     eval_episodes: int = 100
-    seed: int = 0
+    seed: int = 0  # seeds M-GRPO and the evaluations' sampling
+    sft_seed: int | None = 1  # seeds the warm start's SFT (None: seed); 1: the published one
 
     def sft_config(self) -> SFTConfig:
         """The warm start's SFT settings: :data:`mgrpo_algos.sft.RECIPE` with the demo's."""
@@ -78,7 +87,7 @@ class DemoSettings:
             rehearsal=self.sft_rehearsal,
             copy_digits=self.sft_copy_digits,
             sub_give_up=self.sft_sub_give_up,
-            seed=self.seed,
+            seed=self.seed if self.sft_seed is None else self.sft_seed,
         )
 
     def warm_start_recipe(self) -> dict[str, Any]:
@@ -224,21 +233,95 @@ def reference_rates(s: DemoSettings) -> dict[str, Any]:
     return {"expert": _rate(expert), "random": random}
 
 
-def warm_start_dir(s: DemoSettings, out: Path, env_fn, *, cache: bool = True) -> Path:
-    """Per-role SFT models in ``out/warm_start``, trained unless cached under the same stamp.
+# --------------------------------------------------------------------------- published
+PUBLISHED = Path(__file__).resolve().parent / "warm_starts"
+"""Warm starts built once with a demo recipe and shipped with the library.
 
-    With ``sft_shared`` one model is trained on every role's demonstrations and saved
-    once per role, so M-GRPO still trains a separate model per role from there.
+Each is a ``save_policies`` directory (``roles.json`` maps every role to one shared
+model) with the ``stamp.json`` it was built under: the recipe, the package versions
+and the code version. The demo uses the one whose recipe is its own, as a training
+run starts from a published pretrained model; ``mgrpo demo --no-cache`` builds it
+afresh instead, and ``benchmarks/warm_start_repro.py`` measures how much a rebuild
+varies with the seed and the thread count.
+"""
+
+
+def published_warm_start(s: DemoSettings, env: Any) -> Path | None:
+    """The published warm start built from ``s.warm_start_recipe()`` for ``env``, or None.
+
+    A published model whose vocabulary is not the one ``env`` has now (the env's
+    words changed since it was built) is not used: it would misread the env's text.
+    """
+    if not PUBLISHED.is_dir():
+        return None
+    wanted = json.loads(json.dumps(s.warm_start_recipe()))  # tuples as lists, as stored
+    for path in sorted(PUBLISHED.iterdir()):
+        stamp = read_stamp(path)
+        if stamp is not None and stamp.get("recipe") == wanted:
+            return path if same_vocabulary(path, env, s.numbers) else None
+    return None
+
+
+def same_vocabulary(path: Path, env: Any, numbers: bool) -> bool:
+    """Whether the tiny model saved in ``path`` has the tokenizer ``env`` builds now."""
+    from tokenizers import Tokenizer
+
+    from mgrpo_algos.learner import read_roles
+    from mgrpo_algos.policies.tiny import build_tokenizer
+
+    model = path / next(iter(read_roles(path).values()))
+    saved = Tokenizer.from_file(str(model / "tokenizer.json")).get_vocab()
+    return saved == build_tokenizer(env, numbers=numbers).backend_tokenizer.get_vocab()
+
+
+def publish_warm_start(source: Path, name: str) -> Path:
+    """Copies the demo's warm start in ``source`` to ``PUBLISHED / name``, one model once.
+
+    ``source`` must be a shared warm start (every role the same weights) with its
+    stamp; the copy keeps the stamp and maps every role to one ``model/``.
+    """
+    from mgrpo_algos.learner import read_roles
+
+    stamp, roles = read_stamp(source), read_roles(source)
+    if stamp is None:
+        raise ValueError(f"{source} has no {STAMP_FILE}: not a warm start the demo built")
+    weights = {(source / d / "model.safetensors").read_bytes() for d in set(roles.values())}
+    if len(weights) != 1:
+        raise ValueError(f"{source}: its roles have different weights; publish a shared one")
+    target = PUBLISHED / name
+    if target.exists():
+        raise FileExistsError(f"{target} exists: remove it first to publish another")
+    shutil.copytree(source / next(iter(roles.values())), target / "model")
+    (target / "roles.json").write_text(json.dumps({r: "model" for r in roles}, indent=2))
+    write_stamp(target, stamp)
+    return target
+
+
+def warm_start_dir(s: DemoSettings, out: Path, env_fn, *, cache: bool = True) -> Path:
+    """The published warm start of this recipe, or per-role SFT models in ``out/warm_start``.
+
+    With ``cache`` the published warm start built from ``s.warm_start_recipe()`` is
+    used when there is one; else the one in ``out/warm_start``, when its stamp is
+    this run's; else SFT builds it there. With ``sft_shared`` one model is trained
+    on every role's demonstrations and saved once per role, so M-GRPO still trains
+    a separate model per role from there.
 
     Args:
         s: The demo's settings (``s.warm_start_recipe()`` builds the warm start).
         out: The demo's directory.
         env_fn: Builds the env.
-        cache: False retrains even when the cache's stamp matches.
+        cache: False retrains, whatever is published or cached.
     """
     from mgrpo_algos.learner import save_policies
     from mgrpo_algos.sft import train_warm_start
 
+    published = published_warm_start(s, env_fn()) if cache else None
+    if published is not None:
+        built = read_stamp(published) or {}
+        versions = ", ".join(f"{k} {v}" for k, v in built.get("versions", {}).items())
+        print(f"using the published warm start {published.name} (built with {versions})")
+        print("      `mgrpo demo --no-cache` builds it here instead (SFT, about 20 minutes)")
+        return published
     path = out / "warm_start"
     stamp = cache_stamp(s.warm_start_recipe())
     if cache_usable(path, stamp, cache=cache, what="warm start"):
@@ -277,6 +360,8 @@ def run_demo(
     print(f"[1/5] {s.env} ({s.difficulty}), {s.eval_episodes} held-out episodes")
     print(f"      expert {refs['expert']['text']}   random {refs['random']['text']}")
     print(f"[2/5] warm start: tiny-{s.size}, SFT on every role's expert demonstrations")
+    if s.sft_sub_give_up:
+        print(f"      (the sub-agents' demonstrations give up on {s.sft_sub_give_up:.0%} of calls)")
     warm = warm_start_dir(s, out, env_fn, cache=cache)
     roles = list(env_fn().possible_agents)
     config = MGRPOConfig(
@@ -313,6 +398,7 @@ def run_demo(
     return {
         "job": "mgrpo_demo",
         "settings": asdict(s),
+        "warm_start": str(warm),
         "expert": refs["expert"],
         "random": refs["random"],
         "before": before,
