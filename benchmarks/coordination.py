@@ -344,6 +344,7 @@ PRESETS = {
         queries=2,
         group=4,
         eval_episodes=4,
+        max_new_tokens=8,  # untrained models babble to the turn limit: keep turns short
         seeds=(0,),
     ),
 }
