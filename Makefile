@@ -61,7 +61,7 @@ demo: setup
 	$(BIN)/mgrpo demo
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 test-slow: setup
 	$(BIN)/python -m pytest -q --runslow

@@ -153,7 +153,9 @@ class Settings:
         steps: RL steps of every arm.
         queries: Queries per step.
         group: Rollouts per query.
-        lr: RL learning rate.
+        lr: RL learning rate (of main, and of every role in the shared and single arms).
+        sub_lr: The sub-agents' RL learning rate in the multi-model arms (None: lr);
+            main-only keeps them frozen whatever it is.
         loss: RL ``loss_type``.
         alternate: N of the ``mgrpo-alternate`` arm's ``schedule="alternate:N"``.
         sub_groups: M-GRPO's ``sub_groups`` (``query``: the paper's sub-agent groups;
@@ -194,6 +196,7 @@ class Settings:
     queries: int = 8
     group: int = 8
     lr: float = 1e-4
+    sub_lr: float | None = None
     loss: str = "dapo"
     sub_groups: str = "query"
     alternate: int = 6
@@ -605,6 +608,8 @@ def make_trainer(arm: str, seed: int, s: Settings, warm_dir: Path, run_dir: Path
     }
     if arm == "mgrpo-alternate":
         options["schedule"] = f"alternate:{s.alternate}"
+    if s.sub_lr is not None and arm not in ("shared", "main-only"):  # one lr / frozen subs
+        options["role_lr"] = {r: s.sub_lr for r in roles if r != "main"}
     config = MGRPOConfig(model=model, **options, **common)
     return MGRPOTrainer(config, out_dir=run_dir)
 
@@ -833,6 +838,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ("queries", int),
         ("group", int),
         ("lr", float),
+        ("sub-lr", float),
         ("eval-episodes", int),
         ("eval-every", int),
     ):

@@ -73,7 +73,7 @@ class DemoSettings:
     lr: float = 2e-5
     sub_lr: float | None = 3e-4  # the sub-agents' learning rate (None: lr)
     sub_temperature: float = 1.0  # the sub-agents' sampling temperature, in training and evaluation
-    eval_episodes: int = 100
+    eval_episodes: int = 200
     seed: int = 0  # seeds M-GRPO and the evaluations' sampling
     sft_seed: int | None = 1  # seeds the warm start's SFT (None: seed); 1: the published one
 

@@ -402,3 +402,23 @@ def test_t_quantiles_match_the_tables(bench) -> None:
     assert bench.cells.t_quantile_975(10_000) == pytest.approx(1.960, abs=1e-3)
     with pytest.raises(ValueError, match="df must be >= 1, got 0"):
         bench.cells.t_quantile_975(0)
+
+
+def test_sub_lr_sets_the_sub_agents_learning_rate_where_they_train(bench, tmp_path) -> None:
+    s = bench.settings_from(bench.parse_args(["--quick", "--sub-lr", "3e-4", "--lr", "2e-5"]))
+    assert s.sub_lr == 3e-4 and s.cell_key("mgrpo", 0, None)["sub_lr"] == 3e-4
+    env = bench.warm_env_fn("multi", s)()
+    one = bench.tiny_policies(env, size="micro", seed=0, shared=True)["main"]
+    warm = tmp_path / "warm"
+    for role in env.possible_agents:
+        one.save(warm / "multi" / role)
+    one.save(warm / "shared")
+    wanted = {
+        "mgrpo": {"main": 2e-5, "searcher": 3e-4},
+        "main-only": {"main": 2e-5},  # the searcher is frozen
+        "shared": {"shared": 2e-5},  # one model, one learning rate
+    }
+    for arm, rates in wanted.items():
+        trainer = bench.make_trainer(arm, 0, s, warm, tmp_path / arm)
+        peak = {n: o.param_groups[0]["initial_lr"] for n, o in trainer.optimizers.items()}
+        assert peak == pytest.approx(rates)

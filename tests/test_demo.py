@@ -51,7 +51,7 @@ def test_the_demo_pipeline_learns_from_the_published_warm_start(tmp_path, capsys
     from mgrpo_algos.demo import DemoSettings, run_demo
     from mgrpo_algos.metrics import wilson_interval
 
-    summary = run_demo(DemoSettings(steps=4), tmp_path / "demo")
+    summary = run_demo(DemoSettings(steps=4, eval_episodes=100), tmp_path / "demo")
     assert "using the published warm start" in capsys.readouterr().out
 
     def calls_interval(stage: str) -> tuple[float, float]:
