@@ -4,7 +4,7 @@ Each (seed, threads) cell runs ``mgrpo demo --seed S`` in a fresh process with
 ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` set to the thread count: M-GRPO from the
 published warm start, seeded by S. With ``--rebuild`` each cell runs
 ``mgrpo demo --seed S --sft-seed S --no-cache`` instead and builds its own warm start
-first (SFT seeded by S, about 20 minutes more per cell). A cell's summary is written
+first (SFT seeded by S, 20-40 minutes more per cell). A cell's summary is written
 to ``OUT/cells/`` as soon as it finishes, and a rerun skips the cells already there
 (``--fresh`` reruns them). The cells run one at a time: a cell's wall time is only
 meaningful when it has the machine to itself.

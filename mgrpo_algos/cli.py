@@ -411,7 +411,7 @@ class DemoArgs:
             is published with the library; another seed builds one).
         out: Where the warm-start cache and the run's files go.
         quick: Tiny sizes: a few seconds, to check that everything runs.
-        no_cache: Build the warm start here (SFT, about 20 minutes on 2 cores) even
+        no_cache: Build the warm start here (SFT, 20-40 minutes on 2 cores) even
             when a published or cached one has the same recipe.
     """
 

@@ -71,7 +71,7 @@ class DemoSettings:
     queries: int = 4
     group_size: int = 8
     lr: float = 2e-5
-    sub_lr: float | None = 3e-4  # the sub-agents' learning rate (None: lr)
+    sub_lr: float | None = 2e-4  # the sub-agents' learning rate (None: lr)
     sub_temperature: float = 1.0  # the sub-agents' sampling temperature, in training and evaluation
     eval_episodes: int = 200
     seed: int = 0  # seeds M-GRPO and the evaluations' sampling
@@ -320,7 +320,7 @@ def warm_start_dir(s: DemoSettings, out: Path, env_fn, *, cache: bool = True) ->
         built = read_stamp(published) or {}
         versions = ", ".join(f"{k} {v}" for k, v in built.get("versions", {}).items())
         print(f"using the published warm start {published.name} (built with {versions})")
-        print("      `mgrpo demo --no-cache` builds it here instead (SFT, about 20 minutes)")
+        print("      `mgrpo demo --no-cache` builds it here instead (SFT, 20-40 minutes)")
         return published
     path = out / "warm_start"
     stamp = cache_stamp(s.warm_start_recipe())

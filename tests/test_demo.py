@@ -41,17 +41,21 @@ def test_quick_demo_runs_every_stage_and_reuses_its_warm_start(
 
 
 def test_the_demo_pipeline_learns_from_the_published_warm_start(tmp_path, capsys) -> None:
-    """The demo's own settings at a reduced size: 4 M-GRPO steps instead of the demo's.
+    """The demo's pipeline at a reduced size: 4 M-GRPO steps instead of 24, 100 episodes.
 
-    The sub-agent is the agent with room to improve (its demonstrations gave up on
-    60% of its calls), so its share of calls that return the fact must rise clearly:
-    the 95% intervals over calls before and after do not overlap. The system's
-    success must rise above the warm start's too.
+    The searcher's learning rate is 3e-4 rather than the demo's 2e-4 so that 4 steps
+    move it as far as more steps would (3e-4 is stable for the first 14 steps on
+    every seed measured; over 24 steps it collapsed on one seed of three). The
+    sub-agent is the agent with room to improve (its demonstrations gave up on 60%
+    of its calls), so its share of calls that return the fact must rise clearly: the
+    95% intervals over calls before and after do not overlap. The system's success
+    must rise above the warm start's too.
     """
     from mgrpo_algos.demo import DemoSettings, run_demo
     from mgrpo_algos.metrics import wilson_interval
 
-    summary = run_demo(DemoSettings(steps=4, eval_episodes=100), tmp_path / "demo")
+    settings = DemoSettings(steps=4, sub_lr=3e-4, eval_episodes=100)
+    summary = run_demo(settings, tmp_path / "demo")
     assert "using the published warm start" in capsys.readouterr().out
 
     def calls_interval(stage: str) -> tuple[float, float]:
