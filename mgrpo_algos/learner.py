@@ -524,28 +524,82 @@ def with_ref_logprobs(
     The chunks and the computation are those of the loss (`backward_loss`), so a
     policy equal to ``ref`` gets bit-identical log-probs and a KL gradient of 0.
     """
-    if shared_prefix:
-        chunks: Iterable[list[Trajectory]] = group_minibatches(trajs, max_batch_tokens)
-    else:
-        chunks = minibatches(sorted(trajs, key=lambda t: t.num_tokens), max_batch_tokens)
     done: dict[int, Trajectory] = {}
-    for chunk in chunks:
-        batch = collate(chunk, ref.pad_id)
+    for members, distinct, rows in distinct_chunks(trajs, max_batch_tokens, shared_prefix):
         with torch.no_grad():
-            lp = chunk_logprobs(ref, chunk, batch, shared_prefix=shared_prefix)  # (B, T-1)
-        for t, row in zip(chunk, lp, strict=True):
+            batch = collate(distinct, ref.pad_id)
+            lp = chunk_logprobs(ref, distinct, batch, shared_prefix=shared_prefix)
+        for t, row in zip(members, rows.tolist(), strict=True):
             ref_lp = np.zeros(t.num_tokens, dtype=np.float32)
-            ref_lp[1:] = row[: t.num_tokens - 1].numpy()
+            ref_lp[1:] = lp[row, : t.num_tokens - 1].numpy()
             done[id(t)] = t.replace(ref_logprobs=ref_lp)
     return [done[id(t)] for t in trajs]
 
 
+def distinct_chunks(
+    trajs: Sequence[Trajectory], max_tokens: int, shared_prefix: bool
+) -> Iterator[tuple[list[Trajectory], list[Trajectory], torch.Tensor]]:
+    """Chunks of ``trajs`` in which each distinct token sequence goes through the model once.
+
+    Trajectory alignment copies sub-agent calls (M-GRPO sec. 3.3: about half of a
+    step's sub-agent samples when calls per rollout vary), and a near-deterministic
+    policy repeats its own calls. Log-probs depend on the tokens alone, so each
+    distinct sequence is forwarded once and its row is repeated for every trajectory
+    that has it: the loss and its gradient are those of forwarding every copy.
+
+    Args:
+        trajs: One policy's trajectories.
+        max_tokens: Padded tokens per forward pass (of the distinct sequences).
+        shared_prefix: Chunk whole ``(agent, group_id)`` groups (`group_minibatches`),
+            else sequences sorted by length (`minibatches`).
+
+    Yields:
+        ``(members, distinct, rows)``: the chunk's trajectories, copies included; one
+        trajectory per distinct sequence among them (what the model is run on); and
+        ``(len(members),)`` the row of ``distinct`` that holds each member's tokens.
+    """
+    first: dict[bytes, int] = {}
+    distinct: list[Trajectory] = []
+    copies: list[list[Trajectory]] = []
+    for t in trajs:
+        i = first.setdefault(np.asarray(t.input_ids, dtype=np.int64).tobytes(), len(distinct))
+        if i == len(distinct):
+            distinct.append(t)
+            copies.append([])
+        copies[i].append(t)
+    slot = {id(t): i for i, t in enumerate(distinct)}
+    if shared_prefix:
+        chunks: Iterable[list[Trajectory]] = group_minibatches(distinct, max_tokens)
+    else:
+        chunks = minibatches(sorted(distinct, key=lambda t: t.num_tokens), max_tokens)
+    for chunk in chunks:
+        members: list[Trajectory] = []
+        rows: list[int] = []
+        for row, t in enumerate(chunk):
+            members += copies[slot[id(t)]]
+            rows += [row] * len(copies[slot[id(t)]])
+        yield members, chunk, torch.tensor(rows, dtype=torch.int64)
+
+
 def chunk_loss(
-    policy: HFPolicy, chunk: Sequence[Trajectory], cfg: Any
+    policy: HFPolicy,
+    chunk: Sequence[Trajectory],
+    cfg: Any,
+    distinct: Sequence[Trajectory] | None = None,
+    rows: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """``policy_loss`` of one padded chunk under ``cfg``'s loss options, with its stats."""
+    """``policy_loss`` of one padded chunk under ``cfg``'s loss options, with its stats.
+
+    With ``distinct`` and ``rows`` (from `distinct_chunks`), the model is run on
+    ``distinct`` only and row ``rows[i]`` gives ``chunk[i]``'s log-probs.
+    """
     batch = collate(chunk, policy.pad_id)
-    logp = chunk_logprobs(policy, chunk, batch, shared_prefix=cfg.shared_prefix)  # (B, T-1)
+    if distinct is None or rows is None:
+        logp = chunk_logprobs(policy, chunk, batch, shared_prefix=cfg.shared_prefix)  # (B, T-1)
+    else:
+        once_batch = collate(distinct, policy.pad_id)
+        once = chunk_logprobs(policy, distinct, once_batch, shared_prefix=cfg.shared_prefix)
+        logp = once.index_select(0, rows)  # (B, T-1): copies share their row's gradient
     loss, st = policy_loss(
         logp,
         batch.old_logprobs,
@@ -612,7 +666,8 @@ def backward_loss(
     """Backpropagates the loss of ``trajs`` into ``policy``, chunk by chunk.
 
     Trajectories are cut into chunks of at most ``cfg.max_batch_tokens`` padded
-    tokens (whole groups at a time under ``cfg.shared_prefix``); each chunk's loss is
+    tokens (whole groups at a time under ``cfg.shared_prefix``), each distinct token
+    sequence forwarded once (`distinct_chunks`); each chunk's loss is
     weighted by its share of ``total_seqs`` sequences (of ``total_tokens`` generated
     tokens under ``dapo``), so the gradients add up to those of one batch.
 
@@ -620,19 +675,15 @@ def backward_loss(
         ``(sequences, loss, stats)`` of every chunk.
     """
     out = []
-    if cfg.shared_prefix:
-        chunks = group_minibatches(trajs, cfg.max_batch_tokens)
-    else:
-        chunks = minibatches(sorted(trajs, key=lambda t: t.num_tokens), cfg.max_batch_tokens)
-    for chunk in chunks:
-        loss, st = chunk_loss(policy, chunk, cfg)
+    for members, distinct, rows in distinct_chunks(trajs, cfg.max_batch_tokens, cfg.shared_prefix):
+        loss, st = chunk_loss(policy, members, cfg, distinct, rows)
         weight = (
-            sum(t.num_generated for t in chunk) / max(total_tokens, 1)
+            sum(t.num_generated for t in members) / max(total_tokens, 1)
             if cfg.loss_type == "dapo"
-            else len(chunk) / total_seqs
+            else len(members) / total_seqs
         )
         (loss * weight).backward()
-        out.append((len(chunk), float(loss.detach()), st))
+        out.append((len(members), float(loss.detach()), st))
     return out
 
 

@@ -280,6 +280,55 @@ def test_backward_loss_is_the_same_on_hand_built_groups(policy) -> None:
         assert float((a - b).norm()) <= 1e-4 * float(b.norm()) + 1e-12
 
 
+@pytest.mark.parametrize("shared,loss_type", [(False, "grpo"), (True, "dapo"), (False, "gspo")])
+def test_copies_are_forwarded_once_with_the_gradient_of_every_copy(
+    policy, monkeypatch, shared, loss_type
+) -> None:
+    from mgrpo_algos.functional import policy_loss
+
+    base = build(policy, CASES["multi_turn"] + CASES["equal_prompts"])
+    # alignment's copies, and a repeated call with its own advantage: same tokens, 3x
+    trajs = [*base, base[0].replace(duplicate=True), base[0].replace(rollout_id=7), base[4]]
+    trajs = [
+        t.replace(advantage=float(i % 4) - 1.5, old_logprobs=t.old_logprobs - 0.05 * (i % 2))
+        for i, t in enumerate(trajs)
+    ]
+    cfg = GRPOConfig(max_batch_tokens=48, shared_prefix=shared, loss_type=loss_type)
+    tokens = sum(t.num_generated for t in trajs)
+
+    # reference: every row through the model, one batch
+    policy.model.zero_grad(set_to_none=True)
+    batch = collate(trajs, policy.pad_id)
+    logp = policy.logprobs(batch.input_ids, batch.attention_mask)
+    loss, _ = policy_loss(
+        logp,
+        batch.old_logprobs,
+        batch.advantages,
+        batch.action_mask,
+        loss_type=loss_type,
+        epsilon=cfg.epsilon,
+        epsilon_high=cfg.epsilon_high,
+    )
+    loss.backward()
+    want = [p.grad.clone() for p in policy.parameters()]
+    assert sum(float(g.norm()) for g in want) > 0
+
+    rows_seen = []
+    for name in ("logprobs", "logprobs_shared_prefix"):
+        real = getattr(policy, name)
+        monkeypatch.setattr(
+            policy, name, lambda ids, *a, _real=real: rows_seen.append(len(ids)) or _real(ids, *a)
+        )
+    policy.model.zero_grad(set_to_none=True)
+    chunks = backward_loss(policy, trajs, cfg, total_seqs=len(trajs), total_tokens=tokens)
+    got = [p.grad.clone() for p in policy.parameters()]
+    policy.model.zero_grad(set_to_none=True)
+    assert sum(rows_seen) == len(base)  # the 3 copies were not forwarded
+    assert sum(n for n, _, _ in chunks) == len(trajs)
+    for a, b in zip(got, want, strict=True):
+        assert float((a - b).norm()) <= 1e-4 * float(b.norm()) + 1e-12
+
+
 def test_a_non_finite_shared_prefix_loss_skips_the_step(monkeypatch) -> None:
     trainer = GRPOTrainer(small())
     real = trainer.policy.logprobs_shared_prefix
