@@ -67,7 +67,7 @@ class DemoSettings:
     sft_sub_give_up: float = 0.6  # sub-agent demonstrations that give up: room to improve
     sft_shared: bool = True  # one model learns every role's demonstrations; each role gets a copy
     numbers: bool = False  # document ids and years as single tokens (HFPolicy.tiny(numbers=True))
-    steps: int = 24
+    steps: int = 40
     queries: int = 4
     group_size: int = 8
     lr: float = 2e-5
