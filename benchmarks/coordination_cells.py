@@ -398,7 +398,7 @@ def plot_group(name: str, cells: list[dict[str, Any]], path: Path) -> bool:
     left.set(xlabel="episodes trained on", ylabel="success rate", title="training (per step)")
     left.set_ylim(bottom=-0.01, top=max(0.05, left.get_ylim()[1]))
     left.legend(fontsize=7)
-    right.set_xticks(range(len(arms)), list(arms))
+    right.set_xticks(range(len(arms)), list(arms), rotation=30, ha="right")
     right.set(ylabel="success rate", title="held-out eval, 95% CI\n(square: warm start; dot: seed)")
     k = cells[0]["key"]
     per_run = k["steps"] * k["queries"] * k["group"]
@@ -453,10 +453,13 @@ def write_summary(cells_dir: Path, out_dir: Path | None = None) -> dict[str, Any
     out_dir = out_dir or cells_dir.parent
     cells = read_cells(cells_dir)
     groups = group_cells(cells)
+    repo = Path(__file__).resolve().parent.parent
+    shown = cells_dir.resolve()
+    shown = shown.relative_to(repo) if shown.is_relative_to(repo) else shown
     lines = [
         "# Coordination results, rebuilt from the cells",
         "",
-        f"Rebuilt by `python benchmarks/coordination.py --summary --cells {cells_dir}` from "
+        f"Rebuilt by `python benchmarks/coordination.py --summary --cells {shown}` from "
         f"{len(cells)} cells; no figure here is typed in by hand. Success rates are on held-out "
         "episodes; the paired difference is a Student-t interval over the per-seed "
         "differences (benchmarks/coordination_cells.py).",
