@@ -406,6 +406,10 @@ class DemoArgs:
         sft_sub_give_up: Share of the sub-agents' demonstrated calls that give up and
             return 'unknown' (None: the demo's; see SFTConfig.sub_give_up).
         sub_lr: The sub-agents' M-GRPO learning rate (None: the demo's).
+        sub_temperature: The sub-agents' sampling temperature, in training and in
+            every evaluation (None: the demo's).
+        lr_schedule: ``constant`` or ``cosine`` (every role's lr decays to 10% by
+            the last step; None: the demo's).
         seed: Seeds M-GRPO and the evaluations' sampling.
         sft_seed: Seeds the warm start's SFT (None: the demo's, 1, whose warm start
             is published with the library; another seed builds one).
@@ -424,6 +428,8 @@ class DemoArgs:
     sft_copy_digits: float | None = None
     sft_sub_give_up: float | None = None
     sub_lr: float | None = None
+    sub_temperature: float | None = None
+    lr_schedule: Literal["constant", "cosine"] | None = None
     seed: int = 0
     sft_seed: int | None = None
     out: str = "runs/demo"
@@ -460,6 +466,8 @@ def demo(argv: list[str]) -> int:
         "sft_copy_digits": args.sft_copy_digits,
         "sft_sub_give_up": args.sft_sub_give_up,
         "sub_lr": args.sub_lr,
+        "sub_temperature": args.sub_temperature,
+        "lr_schedule": args.lr_schedule,
         "sft_seed": args.sft_seed,
     }
     settings = replace(settings, **{k: v for k, v in given.items() if v is not None})

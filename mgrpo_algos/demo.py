@@ -72,6 +72,7 @@ class DemoSettings:
     group_size: int = 8
     lr: float = 2e-5
     sub_lr: float | None = 2e-4  # the sub-agents' learning rate (None: lr)
+    lr_schedule: str = "constant"  # or "cosine": every role's lr decays to 10% by the last step
     sub_temperature: float = 1.0  # the sub-agents' sampling temperature, in training and evaluation
     eval_episodes: int = 200
     seed: int = 0  # seeds M-GRPO and the evaluations' sampling
@@ -373,6 +374,7 @@ def run_demo(
         group_size=s.group_size,
         lr=s.lr,
         role_lr=s.role_lr(roles),
+        lr_schedule=s.lr_schedule,
         role_temperature=s.role_temperature(roles),
         loss_type="dapo",
         seed=s.seed,
