@@ -67,13 +67,16 @@ class DemoSettings:
     sft_sub_give_up: float = 0.6  # sub-agent demonstrations that give up: room to improve
     sft_shared: bool = True  # one model learns every role's demonstrations; each role gets a copy
     numbers: bool = False  # document ids and years as single tokens (HFPolicy.tiny(numbers=True))
-    steps: int = 40
+    steps: int = 32
     queries: int = 4
     group_size: int = 8
     lr: float = 2e-5
     sub_lr: float | None = 2e-4  # the sub-agents' learning rate (None: lr)
     lr_schedule: str = "constant"  # or "cosine": every role's lr decays to 10% by the last step
-    sub_temperature: float = 1.0  # the sub-agents' sampling temperature, in training and evaluation
+    # The sub-agents' sampling temperature, in training and in every evaluation. Below
+    # 1 a sub-agent plays its most likely choices: at the start that is giving up
+    # (60% of its demonstrations), once M-GRPO has taught it, the lookup.
+    sub_temperature: float = 0.7
     eval_episodes: int = 200
     seed: int = 0  # seeds M-GRPO and the evaluations' sampling
     sft_seed: int | None = 1  # seeds the warm start's SFT (None: seed); 1: the published one
@@ -242,7 +245,7 @@ Each is a ``save_policies`` directory (``roles.json`` maps every role to one sha
 model) with the ``stamp.json`` it was built under: the recipe, the package versions
 and the code version. The demo uses the one whose recipe is its own, as a training
 run starts from a published pretrained model; ``mgrpo demo --no-cache`` builds it
-afresh instead, and ``benchmarks/warm_start_repro.py`` measures how much a rebuild
+afresh instead, and ``benchmarks/demo_repro.py --rebuild`` measures how much a rebuild
 varies with the seed and the thread count.
 """
 

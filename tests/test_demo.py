@@ -41,7 +41,7 @@ def test_quick_demo_runs_every_stage_and_reuses_its_warm_start(
 
 
 def test_the_demo_pipeline_learns_from_the_published_warm_start(tmp_path, capsys) -> None:
-    """The demo's pipeline at a reduced size: 4 M-GRPO steps instead of 40, 100 episodes.
+    """The demo's pipeline at a reduced size: 4 M-GRPO steps instead of 32, 100 episodes.
 
     The searcher's learning rate is 3e-4 rather than the demo's 2e-4 so that 4 steps
     move it as far as more steps would (3e-4 is stable for the first 14 steps on
