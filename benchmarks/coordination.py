@@ -49,7 +49,7 @@ cell there; ``--summary`` rebuilds it alone, with no training.
     python benchmarks/coordination.py                               # full: hours on 2 cores
     python benchmarks/coordination.py --preset cpu-small --jobs 2   # under an hour, 2 cores
     python benchmarks/coordination.py --env ledger_v0 --regime improvable --diagnose
-    python benchmarks/coordination.py --quick --env webwalk_v0      # a minute
+    python benchmarks/coordination.py --quick --env webwalk_v0      # under a minute
     python benchmarks/coordination.py --summary [--cells DIR]       # tables and PNGs only
 
 ``--jobs N`` runs N (arm, seed) runs (and warm starts) at once in spawned processes,
@@ -181,6 +181,9 @@ class Settings:
             some calls (noisier demonstrations). A handicap (``HANDICAPS``).
         sft_rehearsal: ``SFTConfig.rehearsal`` of every warm start.
         sft_copy_digits: ``SFTConfig.copy_digits`` of every warm start.
+        episode_turns: The env's ``episode_turns``, the budget of agent turns per
+            episode (None: the difficulty's). ``--quick`` shortens it: its untrained
+            models use every turn they are given.
     """
 
     env: str = "research_v0"
@@ -211,6 +214,7 @@ class Settings:
     sub_give_up: float = 0.0
     sft_rehearsal: float = 0.0
     sft_copy_digits: float = 0.0
+    episode_turns: int | None = None
 
     def __post_init__(self) -> None:
         unknown = [a for a in self.arms if a not in ARMS]
@@ -223,6 +227,8 @@ class Settings:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.sub_temperature > 0:
             raise ValueError(f"sub_temperature must be > 0, got {self.sub_temperature}")
+        if self.episode_turns is not None and self.episode_turns < 1:
+            raise ValueError(f"episode_turns must be >= 1, got {self.episode_turns}")
         if not 0 <= self.sub_give_up < 1:
             raise ValueError(f"sub_give_up must be in [0, 1), got {self.sub_give_up}")
         if self.handicap and "single" in self.arms:
@@ -261,7 +267,9 @@ class Settings:
 
     def cell_key(self, arm: str, seed: int, warm_start_dir: str | None) -> dict[str, Any]:
         """Every setting the figures of one (arm, seed) cell depend on."""
-        skip = {"arms", "seeds"} | ({"alternate"} if arm != "mgrpo-alternate" else set())
+        # episode_turns is in env_kwargs when set; absent otherwise, as in older cells
+        skip = {"arms", "seeds", "episode_turns"}
+        skip |= {"alternate"} if arm != "mgrpo-alternate" else set()
         key = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
         key.update(env_kwargs=self.env_kwargs, handicap=self.handicap, arm=arm, seed=seed)
         if warm_start_dir is not None:  # a warm start the user named, used as it is
@@ -275,6 +283,8 @@ class Settings:
             out["arithmetic"] = self.arithmetic
         if self.doc_ref != "id":  # absent by default: older caches keep their keys
             out["doc_ref"] = self.doc_ref
+        if self.episode_turns is not None:
+            out["episode_turns"] = self.episode_turns
         return out
 
     def role_temperature(self, roles: Iterable[str]) -> dict[str, float]:
@@ -338,6 +348,7 @@ PRESETS = {
         size="micro", sft_episodes=2000, sft_epochs=3, steps=12, queries=4, eval_episodes=100
     ),
     "quick": Settings(
+        episode_turns=12,  # untrained models use every turn they are given
         size="micro",
         sft_episodes=8,
         sft_epochs=1,
@@ -819,6 +830,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sub-groups", choices=["query", "subtask"])
     p.add_argument("--alternate", type=int, help="N of the mgrpo-alternate arm (default 6)")
     p.add_argument("--doc-ref", choices=["id", "title"], help="research_v0's doc_ref (default id)")
+    p.add_argument(
+        "--episode-turns", type=int, help="agent turns per episode (default: the difficulty's)"
+    )
     p.add_argument(
         "--sub-temperature",
         type=float,

@@ -69,7 +69,7 @@ def test_every_arm_trains_the_same_episodes_and_writes_cells(
         assert set(result["success"][arm]) == {"0"}
         lo, hi = result["ci95"][arm]["0"]
         assert 0 <= lo <= result["success"][arm]["0"] <= hi <= 1
-        name = f"research_v0-medium-saturated-{arm}-s0"
+        name = f"research_v0-medium+episode_turns=12-saturated-{arm}-s0"
         metrics = (out / "runs" / name / "metrics.jsonl").read_text().splitlines()
         assert [json.loads(m)["episodes"] for m in metrics] == [2]
         cell = json.loads((cells / f"{name}.json").read_text())
@@ -78,15 +78,15 @@ def test_every_arm_trains_the_same_episodes_and_writes_cells(
         assert {"start", "end", "wall_seconds", "machine", "provenance"} <= set(cell)
         assert cell["end"]["success_rate"] == result["success"][arm]["0"]
     assert sorted(result["cells"]["written"]) == sorted(
-        f"research_v0-medium-saturated-{a}-s0" for a in arms
+        f"research_v0-medium+episode_turns=12-saturated-{a}-s0" for a in arms
     )
-    assert (out / "research_v0-medium-saturated.png").stat().st_size > 0
+    assert (out / "research_v0-medium+episode_turns=12-saturated.png").stat().st_size > 0
     assert "| mgrpo | 1 |" in (out / "summary.md").read_text()
 
     # the cached warm starts are reused under the same stamp, retrained otherwise
     assert '"provenance"' in lines[-1] and result["provenance"]["code"]
     s = bench.settings_from(bench.parse_args(argv))
-    warm = out / "warm_start" / "research_v0-medium"
+    warm = out / "warm_start" / "research_v0-medium+episode_turns=12"
     assert (warm / "multi" / "stamp.json").is_file() and (warm / "single" / "stamp.json").is_file()
     assert bench.warm_starts_to_train(s, warm, "matching") == {"multi": False, "single": False}
     other = dataclasses.replace(s, sft_episodes=3)
@@ -107,7 +107,7 @@ def test_a_rerun_skips_finished_cells_and_reruns_changed_ones(
     out = tmp_path / "out"
     argv = TINY_RUN + ["--out", str(out), "--arms", "main-only"]
     bench.main(argv)
-    path = out / "cells" / "research_v0-medium-saturated-main-only-s0.json"
+    path = out / "cells" / "research_v0-medium+episode_turns=12-saturated-main-only-s0.json"
     before = (path.stat().st_mtime_ns, path.read_text())
     capsys.readouterr()
 
@@ -123,7 +123,7 @@ def test_a_rerun_skips_finished_cells_and_reruns_changed_ones(
     assert result["cells"] == {
         "dir": str(out / "cells"),
         "written": [],
-        "skipped": ["research_v0-medium-saturated-main-only-s0"],
+        "skipped": ["research_v0-medium+episode_turns=12-saturated-main-only-s0"],
     }
     assert (path.stat().st_mtime_ns, path.read_text()) == before
     assert result["success"]["main-only"]["0"] == json.loads(before[1])["end"]["success_rate"]
@@ -150,11 +150,11 @@ def test_quick_runs_on_the_other_tasks(bench, tmp_path, capsys, env_id) -> None:
     assert result["env"] == env_id
     assert sorted(result["success"]) == ["main-only", "mgrpo", "single"]
     (sub,) = mgrpo_envs.make(env_id).possible_agents[1:]
-    warm = out / "warm_start" / f"{env_id}-medium"
+    warm = out / "warm_start" / f"{env_id}-medium+episode_turns=12"
     assert (warm / "multi" / sub / "config.json").is_file()
     assert (warm / "single" / "config.json").is_file()
     for arm in ("mgrpo", "main-only", "single"):
-        cell = json.loads((out / "cells" / f"{env_id}-medium-saturated-{arm}-s0.json").read_text())
+        cell = json.loads((out / "cells" / f"{env_id}-medium+episode_turns=12-saturated-{arm}-s0.json").read_text())
         assert cell["env"] == env_id and cell["episodes"] == 2
         assert cell["warm_start"]["stamp"]["recipe"]["env"] == env_id
         assert list(cell["end"]["sub_calls"]) == ([] if arm == "single" else [sub])
@@ -173,9 +173,9 @@ def test_research_only_options_are_refused_on_other_tasks(bench) -> None:
     webwalk = bench.settings_from(
         bench.parse_args(["--quick", "--env", "webwalk_v0", "--arithmetic", "no"])
     )
-    assert webwalk.env_kwargs == {"difficulty": "medium", "arithmetic": False}
+    assert webwalk.env_kwargs == {"difficulty": "medium", "arithmetic": False, "episode_turns": 12}
     assert webwalk.sft_key()["env"] == "webwalk_v0" and "webwalk_v0" in webwalk.eval_key()
-    assert webwalk.cell_name("mgrpo", 1) == "webwalk_v0-medium+arithmetic=False-saturated-mgrpo-s1"
+    assert webwalk.cell_name("mgrpo", 1) == "webwalk_v0-medium+arithmetic=False+episode_turns=12-saturated-mgrpo-s1"
 
 
 def test_the_regime_option_sets_the_handicap(bench, capsys) -> None:
@@ -188,7 +188,7 @@ def test_the_regime_option_sets_the_handicap(bench, capsys) -> None:
     assert warmer.cell_key("mgrpo", 0, None)["handicap"] == {"sub_temperature": 2.0}
     saturated = bench.settings_from(bench.parse_args(["--quick"]))
     assert saturated.regime == "saturated" and saturated.handicap == {}
-    assert saturated.cell_name("main-only", 2) == "research_v0-medium-saturated-main-only-s2"
+    assert saturated.cell_name("main-only", 2) == "research_v0-medium+episode_turns=12-saturated-main-only-s2"
     with pytest.raises(ValueError, match="--regime saturated runs without a sub-agent handicap"):
         bench.settings_from(
             bench.parse_args(["--quick", "--regime", "saturated", "--sub-temperature", "2"])
