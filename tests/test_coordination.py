@@ -52,6 +52,7 @@ def steady_code(monkeypatch):
 
 TINY_RUN = ["--quick", "--jobs", "1", "--sft-episodes", "2", "--steps", "1", "--queries", "1"]
 TINY_RUN += ["--group", "2", "--eval-episodes", "2"]
+QUICK_TASK = "medium+episode_turns=12"  # the quick preset's task: its difficulty and turn budget
 
 
 def test_every_arm_trains_the_same_episodes_and_writes_cells(
@@ -154,7 +155,8 @@ def test_quick_runs_on_the_other_tasks(bench, tmp_path, capsys, env_id) -> None:
     assert (warm / "multi" / sub / "config.json").is_file()
     assert (warm / "single" / "config.json").is_file()
     for arm in ("mgrpo", "main-only", "single"):
-        cell = json.loads((out / "cells" / f"{env_id}-medium+episode_turns=12-saturated-{arm}-s0.json").read_text())
+        name = f"{env_id}-{QUICK_TASK}-saturated-{arm}-s0.json"
+        cell = json.loads((out / "cells" / name).read_text())
         assert cell["env"] == env_id and cell["episodes"] == 2
         assert cell["warm_start"]["stamp"]["recipe"]["env"] == env_id
         assert list(cell["end"]["sub_calls"]) == ([] if arm == "single" else [sub])
@@ -175,7 +177,9 @@ def test_research_only_options_are_refused_on_other_tasks(bench) -> None:
     )
     assert webwalk.env_kwargs == {"difficulty": "medium", "arithmetic": False, "episode_turns": 12}
     assert webwalk.sft_key()["env"] == "webwalk_v0" and "webwalk_v0" in webwalk.eval_key()
-    assert webwalk.cell_name("mgrpo", 1) == "webwalk_v0-medium+arithmetic=False+episode_turns=12-saturated-mgrpo-s1"
+    assert webwalk.cell_name("mgrpo", 1) == (
+        "webwalk_v0-medium+arithmetic=False+episode_turns=12-saturated-mgrpo-s1"
+    )
 
 
 def test_the_regime_option_sets_the_handicap(bench, capsys) -> None:
@@ -188,7 +192,7 @@ def test_the_regime_option_sets_the_handicap(bench, capsys) -> None:
     assert warmer.cell_key("mgrpo", 0, None)["handicap"] == {"sub_temperature": 2.0}
     saturated = bench.settings_from(bench.parse_args(["--quick"]))
     assert saturated.regime == "saturated" and saturated.handicap == {}
-    assert saturated.cell_name("main-only", 2) == "research_v0-medium+episode_turns=12-saturated-main-only-s2"
+    assert saturated.cell_name("main-only", 2) == f"research_v0-{QUICK_TASK}-saturated-main-only-s2"
     with pytest.raises(ValueError, match="--regime saturated runs without a sub-agent handicap"):
         bench.settings_from(
             bench.parse_args(["--quick", "--regime", "saturated", "--sub-temperature", "2"])
