@@ -181,6 +181,10 @@ class Settings:
             some calls (noisier demonstrations). A handicap (``HANDICAPS``).
         sft_rehearsal: ``SFTConfig.rehearsal`` of every warm start.
         sft_copy_digits: ``SFTConfig.copy_digits`` of every warm start.
+        sft_context_weight: ``SFTConfig.context_weight`` of every warm start (None: the
+            recipe's 1, the context's language-modelling loss; 0 fits only the
+            agents' own tokens, which webwalk_v0's and ledger_v0's mains need to
+            learn to copy the returned values: docs/coordination.md).
         episode_turns: The env's ``episode_turns``, the budget of agent turns per
             episode (None: the difficulty's). ``--quick`` shortens it: its untrained
             models use every turn they are given.
@@ -214,6 +218,7 @@ class Settings:
     sub_give_up: float = 0.0
     sft_rehearsal: float = 0.0
     sft_copy_digits: float = 0.0
+    sft_context_weight: float | None = None
     episode_turns: int | None = None
 
     def __post_init__(self) -> None:
@@ -227,6 +232,8 @@ class Settings:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.sub_temperature > 0:
             raise ValueError(f"sub_temperature must be > 0, got {self.sub_temperature}")
+        if self.sft_context_weight is not None and not self.sft_context_weight >= 0:
+            raise ValueError(f"sft_context_weight must be >= 0, got {self.sft_context_weight}")
         if self.episode_turns is not None and self.episode_turns < 1:
             raise ValueError(f"episode_turns must be >= 1, got {self.episode_turns}")
         if not 0 <= self.sub_give_up < 1:
@@ -249,8 +256,16 @@ class Settings:
 
     @property
     def warm_start_suffix(self) -> str:
-        """Tells apart the warm starts of handicaps that change the SFT (``sub_give_up``)."""
-        return f"+give_up={self.sub_give_up:g}" if self.sub_give_up else ""
+        """Tells apart warm starts whose SFT differs from the default recipe's.
+
+        ``+give_up=p`` (the handicap ``sub_give_up``), ``+separate`` (one model per
+        role, ``sft_shared=False``), ``+cw=w`` (``sft_context_weight``).
+        """
+        out = f"+give_up={self.sub_give_up:g}" if self.sub_give_up else ""
+        out += "" if self.sft_shared else "+separate"
+        if self.sft_context_weight is not None:
+            out += f"+cw={self.sft_context_weight:g}"
+        return out
 
     @property
     def regime(self) -> str:
@@ -269,6 +284,7 @@ class Settings:
         """Every setting the figures of one (arm, seed) cell depend on."""
         # episode_turns is in env_kwargs when set; absent otherwise, as in older cells
         skip = {"arms", "seeds", "episode_turns"}
+        skip |= {"sft_context_weight"} if self.sft_context_weight is None else set()
         skip |= {"alternate"} if arm != "mgrpo-alternate" else set()
         key = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
         key.update(env_kwargs=self.env_kwargs, handicap=self.handicap, arm=arm, seed=seed)
@@ -300,7 +316,9 @@ class Settings:
 
     def sft_config(self) -> SFTConfig:
         """The warm starts' SFT settings: ``mgrpo_algos.sft.RECIPE`` with these."""
+        weight = self.sft_context_weight
         return recipe(
+            **({} if weight is None else {"context_weight": weight}),
             episodes=self.sft_episodes,
             epochs=self.sft_epochs,
             copy_steps=self.sft_copy_steps,
@@ -845,6 +863,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--sft-rehearsal", type=float, help="SFTConfig.rehearsal (default 0)")
     p.add_argument("--sft-copy-digits", type=float, help="SFTConfig.copy_digits (default 0)")
+    p.add_argument(
+        "--sft-context-weight",
+        type=float,
+        help="SFTConfig.context_weight (default: the recipe's 1; 0: the agents' tokens only)",
+    )
+    p.add_argument(
+        "--sft-separate",
+        dest="sft_shared",
+        action="store_const",
+        const=False,
+        default=None,
+        help="train the multi-role warm start as one model per role, each on its own calls",
+    )
     for name, kind in (
         ("sft-episodes", int),
         ("sft-epochs", int),

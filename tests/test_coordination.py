@@ -217,6 +217,23 @@ def test_the_give_up_handicap_reaches_the_warm_start_and_its_directory(bench) ->
         bench.Settings(sub_give_up=0.5, arms=("single",))
 
 
+def test_a_separate_warm_start_on_the_agents_tokens_has_its_own_directory_and_key(bench) -> None:
+    argv = ["--quick", "--sub-give-up", "0.6", "--sft-separate", "--sft-context-weight", "0"]
+    s = bench.settings_from(bench.parse_args(argv))
+    assert s.sft_shared is False and s.sft_context_weight == 0.0
+    assert s.sft_config().context_weight == 0.0
+    assert s.sft_key()["shared"] is False and s.sft_key()["context_weight"] == 0.0
+    assert s.warm_start_suffix == "+give_up=0.6+separate+cw=0"
+    assert s.cell_key("mgrpo", 0, None)["sft_context_weight"] == 0.0
+    default = bench.settings_from(bench.parse_args(["--quick", "--sub-give-up", "0.6"]))
+    assert default.sft_shared is True and default.sft_config().context_weight == 1.0
+    # unset, it stays out of the cell key, so cells written before it keep their keys
+    assert "sft_context_weight" not in default.cell_key("mgrpo", 0, None)
+    assert default.warm_start_suffix == "+give_up=0.6"
+    with pytest.raises(ValueError, match="sft_context_weight must be >= 0, got -1"):
+        bench.Settings(sft_context_weight=-1.0, arms=("mgrpo",))
+
+
 def test_a_new_package_version_retrains_the_cached_warm_start(
     bench, tmp_path, monkeypatch, steady_code
 ) -> None:
