@@ -375,7 +375,9 @@ def diagnosis_markdown(d: dict[str, Any] | None) -> list[str]:
         lines.append(
             f"| {what} | {value} | >= {bound:.2f} | {'met' if d['met'][name] else 'not met'} |"
         )
-    lines += ["", f"All preconditions {'met' if d['all_met'] else 'not met'}."]
+    met = sum(bool(v) for v in d["met"].values())
+    verdict = "All preconditions met" if d["all_met"] else f"{met} of {len(d['met'])} met"
+    lines += ["", f"{verdict}."]
     return lines
 
 

@@ -392,6 +392,7 @@ def test_the_summary_is_rebuilt_from_the_cells_alone(bench, tmp_path, capsys) ->
     assert summary in printed
     assert "| mgrpo | 3 | 0.500 [" in summary and "+0.200 [-0.048, +0.448]" in summary
     assert "| same-subtask sub-agent groups that differ | 0.400 | >= 0.50 | not met |" in summary
+    assert "\n2 of 3 met.\n" in summary
     assert summary.index("| mgrpo |") < summary.index("| main-only |")
     assert (tmp_path / "results" / "ledger_v0-easy-improvable.png").stat().st_size > 0
 
