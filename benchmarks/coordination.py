@@ -183,8 +183,8 @@ class Settings:
         sft_copy_digits: ``SFTConfig.copy_digits`` of every warm start.
         sft_context_weight: ``SFTConfig.context_weight`` of every warm start (None: the
             recipe's 1, the context's language-modelling loss; 0 fits only the
-            agents' own tokens, which webwalk_v0's and ledger_v0's mains need to
-            learn to copy the returned values: docs/coordination.md).
+            agents' own tokens, which ledger_v0's main needs to learn to copy the
+            analyst's figures: docs/coordination.md).
         episode_turns: The env's ``episode_turns``, the budget of agent turns per
             episode (None: the difficulty's). ``--quick`` shortens it: its untrained
             models use every turn they are given.
