@@ -125,6 +125,12 @@ HANDICAPS: dict[str, float] = {"sub_temperature": 1.0, "sub_give_up": 0.0}
 """The sub-agent handicaps (Settings fields) and each one's value in the saturated regime."""
 IMPROVABLE: dict[str, float] = {"sub_temperature": 1.5}
 """The handicap ``--regime improvable`` applies when none is given."""
+DIAGNOSIS_FIELDS = frozenset(
+    "env difficulty arithmetic doc_ref env_kwargs handicap size sub_temperature sub_give_up "
+    "sft_episodes sft_epochs sft_copy_steps sft_lookup_steps sft_shared sft_rehearsal "
+    "sft_copy_digits sft_context_weight max_new_tokens eval_episodes warm_start_dir".split()
+)
+"""Cell-key settings that a warm start and its held-out diagnosis depend on."""
 ENV_OPTIONS = {"arithmetic": "--arithmetic", "doc_ref": "--doc-ref"}
 """Settings that are env arguments some tasks lack, and their command-line flags."""
 Reuse = Literal["matching", "any", "never"]
@@ -291,6 +297,15 @@ class Settings:
         if warm_start_dir is not None:  # a warm start the user named, used as it is
             key["warm_start_dir"] = warm_start_dir
         return cells.canonical(key)
+
+    def diagnosis_key(self, warm_start_dir: str | None) -> dict[str, Any]:
+        """The settings a regime's diagnosis depends on: its warm start and its evaluation.
+
+        A subset of every cell key of the same task, regime and warm start, so the
+        summary can tell which cells a diagnosis (``--diagnose-only``) belongs to.
+        """
+        key = self.cell_key(self.arms[0], self.seeds[0], warm_start_dir)
+        return {k: v for k, v in key.items() if k in DIAGNOSIS_FIELDS}
 
     @property
     def env_kwargs(self) -> dict[str, Any]:
@@ -894,6 +909,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="also evaluate with the sub-agents, then main, played by the scripted expert",
     )
+    p.add_argument(
+        "--diagnose-only",
+        action="store_true",
+        help="the regime's diagnosis alone: build or load the multi-agent warm start, measure "
+        "the preconditions, write CELLS/diagnoses/<env>-<task>-<regime>.json; no RL",
+    )
     add_output_options(p)
     return p.parse_args(argv)
 
@@ -956,6 +977,45 @@ def summary_command(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def diagnose_command(args: argparse.Namespace, s: Settings) -> dict[str, Any]:
+    """``--diagnose-only``: a regime's preconditions, measured before any training.
+
+    Builds (or loads) the multi-agent warm start as a run of the grid would, plays
+    it on the held-out episodes with the diagnosis, and writes the record to
+    ``CELLS/diagnoses/<env>-<task>-<regime>.json`` (keyed by the warm start's and the
+    evaluation's settings; the summary shows it for the cells with the same ones).
+    """
+    if not any(WARM_START_OF[a] == "multi" for a in s.arms):
+        raise ValueError(f"--diagnose-only needs a multi-agent arm, got {list(s.arms)}")
+    out, cells_dir, warm_dir = paths_of(args, s)
+    named = str(warm_dir) if args.warm_start_dir else None
+    reuse: Reuse = "never" if args.no_cache else "any" if args.warm_start_dir else "matching"
+    train = warm_starts_to_train(s, warm_dir, reuse, ["mgrpo"])["multi"]
+    t0 = time.perf_counter()
+    warm = prepare_warm_start("multi", s, str(warm_dir), train, args.threads)
+    name = f"{s.env}-{s.task}-{s.regime}"
+    record = {
+        "benchmark": "coordination-diagnosis",
+        "diagnosis": name,
+        "key": s.diagnosis_key(named),
+        "env": s.env,
+        "task": s.task,
+        "regime": s.regime,
+        "handicap": s.handicap,
+        "settings": dataclasses.asdict(s),
+        "warm_start": {k: v for k, v in warm.items() if k not in ("evals", "evals_provenance")},
+        "preconditions": cells.regime_diagnosis(warm["start"]),
+        "wall_seconds": time.perf_counter() - t0,
+        "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "provenance": provenance(),
+    }
+    path = cells.write_diagnosis(cells_dir, record)
+    print("\n".join([f"{name}:", *cells.diagnosis_markdown(record["preconditions"])]))
+    emit({**{k: record[k] for k in ("benchmark", "diagnosis", "preconditions")}, "file": str(path)})
+    return record
+
+
 def paths_of(args: argparse.Namespace, s: Settings) -> tuple[Path, Path, Path]:
     """``--out``, the cells directory and the warm starts' directory of this run."""
     out = Path(args.out or ("runs/coordination-quick" if args.quick else "runs/coordination"))
@@ -977,6 +1037,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.jobs < 1 or args.threads < 1:
         raise ValueError(f"--jobs and --threads must be >= 1, got {args.jobs}, {args.threads}")
     s = settings_from(args)
+    if args.diagnose_only:
+        return diagnose_command(args, dataclasses.replace(s, diagnose=True))
     preset = "quick" if args.quick else args.preset
     out, cells_dir, warm_dir = paths_of(args, s)
     named = str(warm_dir) if args.warm_start_dir else None

@@ -22,7 +22,10 @@ differences, with a 95% Student-t interval over those differences (``t_{0.975, k
 the replicates: it includes the seed-to-seed spread of training, not only the
 evaluation's sampling noise. Next to it, the regime's diagnosis (from the warm
 start's evaluation, when the run had ``--diagnose``) against the preconditions of the
-improvable regime.
+improvable regime; for cells run without it, the record ``--diagnose-only`` wrote in
+``diagnoses/<env>-<task>-<regime>.json`` when its key (the warm start's and the
+evaluation's settings) matches theirs. A diagnosed regime with no cells gets its
+diagnosis alone.
 """
 
 from __future__ import annotations
@@ -103,6 +106,35 @@ def write_cell(path: Path, record: dict[str, Any]) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2))
     tmp.replace(path)  # a half-written file never looks like a finished cell
+
+
+DIAGNOSES = "diagnoses"
+"""The subdirectory of the cells directory that holds ``--diagnose-only`` records."""
+
+
+def write_diagnosis(cells_dir: Path, record: dict[str, Any]) -> Path:
+    """Writes a regime's diagnosis as ``diagnoses/<name>.json`` (another key: replaced)."""
+    path = cells_dir / DIAGNOSES / f"{record['diagnosis']}.json"
+    write_cell(path, record)
+    return path
+
+
+def read_diagnoses(cells_dir: Path) -> dict[str, dict[str, Any]]:
+    """``"<env>-<task>-<regime>"`` -> its ``--diagnose-only`` record, when there is one."""
+    directory = cells_dir / DIAGNOSES
+    paths = sorted(directory.glob("*.json")) if directory.is_dir() else []
+    out = {}
+    for path in paths:
+        record = json.loads(path.read_text())
+        if "preconditions" not in record or "key" not in record:
+            raise ValueError(f"{path} is not a regime diagnosis: it lacks preconditions or key")
+        out[record["diagnosis"]] = {**record, "file": f"{DIAGNOSES}/{path.name}"}
+    return out
+
+
+def diagnosis_fits(record: dict[str, Any], cells: Iterable[dict[str, Any]]) -> bool:
+    """Whether a diagnosis was measured on the warm start (and evaluation) of ``cells``."""
+    return all(c.get("key", {}).get(k) == v for c in cells for k, v in record["key"].items())
 
 
 def read_cells(directory: Path) -> list[dict[str, Any]]:
@@ -362,10 +394,14 @@ def group_markdown(name: str, g: dict[str, Any], png: str | None) -> list[str]:
 def diagnosis_markdown(d: dict[str, Any] | None) -> list[str]:
     """The regime's diagnosis against the improvable regime's preconditions."""
     if d is None:
-        return ["Diagnosis of the regime: not measured (run with `--diagnose`)."]
+        return [
+            "Diagnosis of the regime: not measured (run with `--diagnose`, or the same "
+            "command with `--diagnose-only`)."
+        ]
+    where = f" (`{d['file']}`, by `--diagnose-only`)" if d.get("file") else ""
     lines = [
-        "Diagnosis of the regime (the multi-agent warm start, before training), against "
-        "the preconditions of the improvable regime:",
+        f"Diagnosis of the regime{where} (the multi-agent warm start, before training), "
+        "against the preconditions of the improvable regime:",
         "",
         "| precondition | measured | needed | |",
         "|---|---|---|---|",
@@ -467,13 +503,21 @@ def write_summary(cells_dir: Path, out_dir: Path | None = None) -> dict[str, Any
         "differences (benchmarks/coordination_cells.py).",
         "",
     ]
+    diagnoses = read_diagnoses(cells_dir)
     summaries, plots = {}, []
     for name, cs in groups.items():
         summaries[name] = summarise_group(cs)
+        record = diagnoses.pop(name, None)
+        if summaries[name]["diagnosis"] is None and record and diagnosis_fits(record, cs):
+            summaries[name]["diagnosis"] = {**record["preconditions"], "file": record["file"]}
         png = out_dir / f"{name}.png"
         plotted = plot_group(name, cs, png)
         plots += [str(png)] if plotted else []
         lines += group_markdown(name, summaries[name], png.name if plotted else None)
+    for name, record in diagnoses.items():  # regimes diagnosed, with no cells (yet)
+        summaries[name] = {"diagnosis": {**record["preconditions"], "file": record["file"]}}
+        lines += [f"## {name}", "", "No cells: the regime is diagnosed, its grid not run.", ""]
+        lines += diagnosis_markdown(summaries[name]["diagnosis"]) + [""]
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "summary.md").write_text("\n".join(lines))
     return {

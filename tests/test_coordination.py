@@ -407,7 +407,7 @@ def test_the_summary_says_what_it_cannot_compute(bench, tmp_path) -> None:
     result = bench.cells.write_summary(directory)
     easy = result["groups"]["ledger_v0-easy-improvable"]
     assert easy["diagnosis"] is None and "minus_main_only" not in easy["arms"]["mgrpo"]
-    assert "not measured (run with `--diagnose`)" in result["text"]
+    assert "not measured (run with `--diagnose`, or the same command" in result["text"]
     one_seed = bench.cells.paired_difference({0: 0.5}, {0: 0.25})
     assert one_seed == {"mean": 0.25, "ci95": None, "seeds": [0]}
     (directory / "c.json").write_text(json.dumps({"env": "ledger_v0"}))
@@ -444,3 +444,43 @@ def test_sub_lr_sets_the_sub_agents_learning_rate_where_they_train(bench, tmp_pa
         trainer = bench.make_trainer(arm, 0, s, warm, tmp_path / arm)
         peak = {n: o.param_groups[0]["initial_lr"] for n, o in trainer.optimizers.items()}
         assert peak == pytest.approx(rates)
+
+
+def test_diagnose_only_measures_the_regime_and_the_summary_shows_it(
+    bench, tmp_path, capsys, steady_code
+) -> None:
+    out, cells_dir = tmp_path / "out", tmp_path / "results" / "cells"
+    argv = ["--quick", "--out", str(out), "--cells", str(cells_dir), "--sft-episodes", "2"]
+    argv += ["--eval-episodes", "3", "--difficulty", "easy", "--arms", "mgrpo"]
+    argv += ["--sub-give-up", "0.5", "--diagnose-only"]
+    bench.main(argv)
+    printed = capsys.readouterr().out
+    assert "the preconditions of the improvable regime" in printed
+    name = "research_v0-easy+episode_turns=12-improvable"
+    path = cells_dir / "diagnoses" / f"{name}.json"
+    record = json.loads(path.read_text())
+    assert json.loads(printed.strip().splitlines()[-1])["file"] == str(path)
+    assert record["key"]["handicap"] == {"sub_give_up": 0.5} and "arm" not in record["key"]
+    assert record["key"]["sft_episodes"] == 2 and "steps" not in record["key"]
+    d = record["preconditions"]
+    assert d["gap"] == pytest.approx(d["expert_subs"] - d["warm_sub"])
+    # an untrained main seldom delegates twice the same subtask: no groups, None
+    assert d["differing"] is None or 0 <= d["differing"] <= 1
+    assert set(d["met"]) == {"gap", "differing", "expert_subs"}
+    assert not list(cells_dir.glob("*.json"))  # no RL, no cells
+    text = bench.cells.write_summary(cells_dir)["text"]
+    assert f"## {name}" in text and "No cells: the regime is diagnosed" in text
+    # cells run without --diagnose take the record whose key is a subset of theirs
+    s = bench.settings_from(bench.parse_args(argv))
+    cell = synthetic_cell("mgrpo", 0, 50, env="research_v0", task=record["task"])
+    del cell["start"]["roles"]
+    cell["key"] = {**s.cell_key("mgrpo", 0, None), "diagnose": False, "steps": 24}
+    (cells_dir / f"{name}-mgrpo-s0.json").write_text(json.dumps(cell))
+    result = bench.cells.write_summary(cells_dir)
+    got = result["groups"][name]["diagnosis"]
+    assert got["gap"] == d["gap"] and got["file"] == f"diagnoses/{name}.json"
+    assert f"(`diagnoses/{name}.json`, by `--diagnose-only`)" in result["text"]
+    assert "No cells" not in result["text"]
+    cell["key"]["sft_epochs"] += 1  # another warm start: the record is not theirs
+    (cells_dir / f"{name}-mgrpo-s0.json").write_text(json.dumps(cell))
+    assert bench.cells.write_summary(cells_dir)["groups"][name]["diagnosis"] is None
