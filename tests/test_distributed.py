@@ -346,7 +346,14 @@ def test_ray_lora_repeats_the_embedded_lora_run(lora_runs) -> None:
     embedded, history, out, _, pulled = lora_runs
     got = read_metrics(out)
     assert [m["step"] for m in got] == [1, 2]
-    assert got == json.loads(json.dumps(history))  # rewards, samples, losses: bit for bit
+    want = json.loads(json.dumps(history))
+    # the logged mean ratio (a statistic, not in the loss's path) can differ from the
+    # embedded run's by a few float32 ulps on some CPUs (2 on an AMD EPYC): the sum runs
+    # in another order in the role actor; the losses, gradients and weights do not
+    key = "ratio_mean/main"
+    ratios = [(m.pop(key), w.pop(key)) for m, w in zip(got, want, strict=True)]
+    assert [a for a, _ in ratios] == pytest.approx([b for _, b in ratios], rel=1e-6)
+    assert got == want  # rewards, samples, losses, gradient norms: bit for bit
     assert got[-1]["kl/main"] > 0  # (random models never call the searcher: main trains)
     assert got[-1]["loss/main"] != 0 and got[-1]["optim/grad_norm/main"] > 0
     assert same(pulled, weights(embedded.policies))  # adapters pulled from the role actors
