@@ -977,6 +977,11 @@ def summary_command(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def reuse_of(args: argparse.Namespace) -> Reuse:
+    """How this run may reuse saved warm starts (see ``warm_starts_to_train``)."""
+    return "never" if args.no_cache else "any" if args.warm_start_dir else "matching"
+
+
 def diagnose_command(args: argparse.Namespace, s: Settings) -> dict[str, Any]:
     """``--diagnose-only``: a regime's preconditions, measured before any training.
 
@@ -987,9 +992,9 @@ def diagnose_command(args: argparse.Namespace, s: Settings) -> dict[str, Any]:
     """
     if not any(WARM_START_OF[a] == "multi" for a in s.arms):
         raise ValueError(f"--diagnose-only needs a multi-agent arm, got {list(s.arms)}")
-    out, cells_dir, warm_dir = paths_of(args, s)
+    _, cells_dir, warm_dir = paths_of(args, s)
     named = str(warm_dir) if args.warm_start_dir else None
-    reuse: Reuse = "never" if args.no_cache else "any" if args.warm_start_dir else "matching"
+    reuse = reuse_of(args)
     train = warm_starts_to_train(s, warm_dir, reuse, ["mgrpo"])["multi"]
     t0 = time.perf_counter()
     warm = prepare_warm_start("multi", s, str(warm_dir), train, args.threads)
@@ -1043,7 +1048,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out, cells_dir, warm_dir = paths_of(args, s)
     named = str(warm_dir) if args.warm_start_dir else None
     todo, finished = plan_cells(s, cells_dir, named)
-    reuse: Reuse = "never" if args.no_cache else "any" if args.warm_start_dir else "matching"
+    reuse = reuse_of(args)
     train = warm_starts_to_train(s, warm_dir, reuse, [a for a, _ in todo]) if todo else {}
     print(
         f"{preset}: {s.env} {s.task}, {s.regime} regime, arms {list(s.arms)}, seeds "
