@@ -137,6 +137,16 @@ def diagnosis_fits(record: dict[str, Any], cells: Iterable[dict[str, Any]]) -> b
     return all(c.get("key", {}).get(k) == v for c in cells for k, v in record["key"].items())
 
 
+def other_diagnosis(record: dict[str, Any], cell_key: dict[str, Any]) -> dict[str, Any]:
+    """A diagnosis of another warm start than a group's cells', and how its settings differ."""
+    theirs = {k: cell_key.get(k) for k in record["key"]}
+    return {
+        **record["preconditions"],
+        "file": record["file"],
+        "differs": key_difference(theirs, record["key"]),
+    }
+
+
 def read_cells(directory: Path) -> list[dict[str, Any]]:
     """Every cell in ``directory`` (not its ``replaced/``), by file name."""
     if not directory.is_dir():
@@ -386,6 +396,16 @@ def group_markdown(name: str, g: dict[str, Any], png: str | None) -> list[str]:
             f"{r['wall_minutes']:.1f} |"
         )
     lines += [""] + diagnosis_markdown(g["diagnosis"])
+    other = g.get("other_diagnosis")
+    if other:
+        lines += [
+            "",
+            f"Another warm start of this regime was diagnosed (`{other['file']}`, by "
+            f"`--diagnose-only`); no cell here was trained from it. Its settings that differ "
+            f"(its value != the cells'): {other['differs']}.",
+            "",
+        ]
+        lines += diagnosis_markdown({k: v for k, v in other.items() if k != "file"})[2:]
     if png:
         lines += ["", f"![{name}]({png})"]
     return lines + [""]
@@ -508,8 +528,11 @@ def write_summary(cells_dir: Path, out_dir: Path | None = None) -> dict[str, Any
     for name, cs in groups.items():
         summaries[name] = summarise_group(cs)
         record = diagnoses.pop(name, None)
-        if summaries[name]["diagnosis"] is None and record and diagnosis_fits(record, cs):
-            summaries[name]["diagnosis"] = {**record["preconditions"], "file": record["file"]}
+        if record and diagnosis_fits(record, cs):
+            if summaries[name]["diagnosis"] is None:
+                summaries[name]["diagnosis"] = {**record["preconditions"], "file": record["file"]}
+        elif record:  # a warm start of this regime that no cell here was trained from
+            summaries[name]["other_diagnosis"] = other_diagnosis(record, cs[0].get("key", {}))
         png = out_dir / f"{name}.png"
         plotted = plot_group(name, cs, png)
         plots += [str(png)] if plotted else []

@@ -483,4 +483,12 @@ def test_diagnose_only_measures_the_regime_and_the_summary_shows_it(
     assert "No cells" not in result["text"]
     cell["key"]["sft_epochs"] += 1  # another warm start: the record is not theirs
     (cells_dir / f"{name}-mgrpo-s0.json").write_text(json.dumps(cell))
-    assert bench.cells.write_summary(cells_dir)["groups"][name]["diagnosis"] is None
+    result = bench.cells.write_summary(cells_dir)
+    assert result["groups"][name]["diagnosis"] is None
+    # ... shown apart, with the settings that tell the two warm starts apart
+    other = result["groups"][name]["other_diagnosis"]
+    assert other["gap"] == d["gap"] and other["file"] == f"diagnoses/{name}.json"
+    epochs = cell["key"]["sft_epochs"]
+    assert other["differs"] == f"sft_epochs {epochs - 1} != {epochs}"
+    assert "Another warm start of this regime was diagnosed" in result["text"]
+    assert "No cells" not in result["text"]
