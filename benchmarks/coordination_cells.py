@@ -405,7 +405,7 @@ def group_markdown(name: str, g: dict[str, Any], png: str | None) -> list[str]:
             f"(its value != the cells'): {other['differs']}.",
             "",
         ]
-        lines += diagnosis_markdown({k: v for k, v in other.items() if k != "file"})[2:]
+        lines += preconditions_table(other)
     if png:
         lines += ["", f"![{name}]({png})"]
     return lines + [""]
@@ -419,13 +419,17 @@ def diagnosis_markdown(d: dict[str, Any] | None) -> list[str]:
             "command with `--diagnose-only`)."
         ]
     where = f" (`{d['file']}`, by `--diagnose-only`)" if d.get("file") else ""
-    lines = [
+    return [
         f"Diagnosis of the regime{where} (the multi-agent warm start, before training), "
         "against the preconditions of the improvable regime:",
         "",
-        "| precondition | measured | needed | |",
-        "|---|---|---|---|",
+        *preconditions_table(d),
     ]
+
+
+def preconditions_table(d: dict[str, Any]) -> list[str]:
+    """A diagnosis's table of the preconditions, each met or not, and how many are."""
+    lines = ["| precondition | measured | needed | |", "|---|---|---|---|"]
     for name, what, bound in PRECONDITIONS:
         value = "not measured" if d[name] is None else f"{d[name]:.3f}"
         lines.append(
