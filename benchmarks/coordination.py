@@ -65,6 +65,7 @@ Every evaluation record in a cell is ``EvalResult.to_dict()`` (plus ``step``, an
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import datetime
 import inspect
@@ -94,7 +95,14 @@ from mgrpo_algos.mgrpo import MGRPOConfig, MGRPOTrainer, score_sub
 from mgrpo_algos.policies import HFPolicy
 from mgrpo_algos.provenance import cache_stamp, provenance
 from mgrpo_algos.rollout import RolloutConfig, RolloutEngine
-from mgrpo_algos.sft import SFTConfig, recipe, tiny_policies, warm_start
+from mgrpo_algos.sft import (
+    SFTConfig,
+    collect_demonstrations,
+    recipe,
+    tiny_policies,
+    train_sft,
+    warm_start,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helper module beside this file
 import coordination_cells as cells  # noqa: E402
@@ -128,7 +136,8 @@ IMPROVABLE: dict[str, float] = {"sub_temperature": 1.5}
 DIAGNOSIS_FIELDS = frozenset(
     "env difficulty arithmetic doc_ref env_kwargs handicap size sub_temperature sub_give_up "
     "sft_episodes sft_epochs sft_copy_steps sft_lookup_steps sft_shared sft_rehearsal "
-    "sft_copy_digits sft_context_weight max_new_tokens eval_episodes warm_start_dir".split()
+    "sft_copy_digits sft_context_weight sft_sub_epochs sft_sub_lr max_new_tokens eval_episodes "
+    "warm_start_dir".split()
 )
 """Cell-key settings that a warm start and its held-out diagnosis depend on."""
 ENV_OPTIONS = {"arithmetic": "--arithmetic", "doc_ref": "--doc-ref"}
@@ -194,6 +203,12 @@ class Settings:
         episode_turns: The env's ``episode_turns``, the budget of agent turns per
             episode (None: the difficulty's). ``--quick`` shortens it: its untrained
             models use every turn they are given.
+        sft_sub_epochs: A longer SFT budget for the sub-agents: after the warm start's
+            SFT, the model that plays each sub-agent trains this many more epochs on
+            that role's demonstrated calls alone (the same demonstrations; in the
+            ``multi`` warm start each role has its own copy by then, so main keeps
+            its weights). 0: none.
+        sft_sub_lr: The peak learning rate of those epochs (cosine, as the recipe's).
     """
 
     env: str = "research_v0"
@@ -226,6 +241,8 @@ class Settings:
     sft_copy_digits: float = 0.0
     sft_context_weight: float | None = None
     episode_turns: int | None = None
+    sft_sub_epochs: int = 0
+    sft_sub_lr: float = 5e-4
 
     def __post_init__(self) -> None:
         unknown = [a for a in self.arms if a not in ARMS]
@@ -240,6 +257,11 @@ class Settings:
             raise ValueError(f"sub_temperature must be > 0, got {self.sub_temperature}")
         if self.sft_context_weight is not None and not self.sft_context_weight >= 0:
             raise ValueError(f"sft_context_weight must be >= 0, got {self.sft_context_weight}")
+        if self.sft_sub_epochs < 0 or not self.sft_sub_lr > 0:
+            raise ValueError(
+                f"sft_sub_epochs must be >= 0 and sft_sub_lr > 0, got {self.sft_sub_epochs}, "
+                f"{self.sft_sub_lr}"
+            )
         if self.episode_turns is not None and self.episode_turns < 1:
             raise ValueError(f"episode_turns must be >= 1, got {self.episode_turns}")
         if not 0 <= self.sub_give_up < 1:
@@ -265,12 +287,15 @@ class Settings:
         """Tells apart warm starts whose SFT differs from the default recipe's.
 
         ``+give_up=p`` (the handicap ``sub_give_up``), ``+separate`` (one model per
-        role, ``sft_shared=False``), ``+cw=w`` (``sft_context_weight``).
+        role, ``sft_shared=False``), ``+cw=w`` (``sft_context_weight``), ``+sub=e@lr``
+        (``sft_sub_epochs`` at ``sft_sub_lr``).
         """
         out = f"+give_up={self.sub_give_up:g}" if self.sub_give_up else ""
         out += "" if self.sft_shared else "+separate"
         if self.sft_context_weight is not None:
             out += f"+cw={self.sft_context_weight:g}"
+        if self.sft_sub_epochs:
+            out += f"+sub={self.sft_sub_epochs}@{self.sft_sub_lr:g}"
         return out
 
     @property
@@ -291,6 +316,7 @@ class Settings:
         # episode_turns is in env_kwargs when set; absent otherwise, as in older cells
         skip = {"arms", "seeds", "episode_turns"}
         skip |= {"sft_context_weight"} if self.sft_context_weight is None else set()
+        skip |= {"sft_sub_epochs", "sft_sub_lr"} if not self.sft_sub_epochs else set()
         skip |= {"alternate"} if arm != "mgrpo-alternate" else set()
         key = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
         key.update(env_kwargs=self.env_kwargs, handicap=self.handicap, arm=arm, seed=seed)
@@ -346,7 +372,10 @@ class Settings:
     def sft_key(self) -> dict[str, Any]:
         """What a warm start depends on: reused only when this matches."""
         where = {"env": self.env, **self.env_kwargs, "size": self.size, "shared": self.sft_shared}
-        return {**where, **dataclasses.asdict(self.sft_config())}
+        out = {**where, **dataclasses.asdict(self.sft_config())}
+        if self.sft_sub_epochs:  # absent when off: older stamps keep matching
+            out.update(sub_epochs=self.sft_sub_epochs, sub_lr=self.sft_sub_lr)
+        return out
 
     def eval_key(self) -> str:
         task = "/".join(f"{k}={v}" for k, v in self.env_kwargs.items() if k != "difficulty")
@@ -564,9 +593,15 @@ def prepare_warm_start(kind: str, s: Settings, directory: str, train: bool, thre
         print(f"[warm start {kind}] SFT on {s.sft_episodes} expert episodes ...", flush=True)
         stamp = cache_stamp(s.sft_key())
         t0, cpu0 = time.perf_counter(), time.process_time()
-        policies = fresh_policies(kind, env_fn(), s.size, s.sft_shared)
-        cfg = s.sft_config()
-        history = warm_start(env_fn, policies, cfg, progress=False)
+        base = saved_base(kind, s, Path(directory), roles) if s.sft_sub_epochs else None
+        if base is None:
+            policies = fresh_policies(kind, env_fn(), s.size, s.sft_shared)
+            history = warm_start(env_fn, policies, s.sft_config(), progress=False)
+        else:
+            print(f"[warm start {kind}] continuing the saved {base}", flush=True)
+            policies, history = load_warm_start(kind, base, roles), {}
+        if s.sft_sub_epochs:
+            history.update(train_sub_agents_longer(kind, env_fn, policies, s))
         shutil.rmtree(path, ignore_errors=True)
         save_warm_start(kind, policies, path)
         write_stamp(path, stamp)
@@ -575,6 +610,7 @@ def prepare_warm_start(kind: str, s: Settings, directory: str, train: bool, thre
             "sft_seconds": time.perf_counter() - t0,
             "sft_cpu_seconds": time.process_time() - cpu0,
             "final_loss": {k: v[-1] for k, v in history.items()},
+            **({"continued": str(base)} if base is not None else {}),
         }
     if meta.get("evals_provenance") != provenance():  # measured by other code or packages
         meta["evals"], meta["evals_provenance"] = {}, provenance()
@@ -586,6 +622,53 @@ def prepare_warm_start(kind: str, s: Settings, directory: str, train: bool, thre
     start = evals[s.eval_key()]
     print(f"[warm start {kind}] {format_rate(start['successes'], start['n'])}", flush=True)
     return {"kind": kind, "path": str(path), "trained_now": train, **meta, "start": start}
+
+
+def saved_base(kind: str, s: Settings, directory: Path, roles: Iterable[str]) -> Path | None:
+    """The saved warm start that ``s.sft_sub_epochs`` continues, when there is one.
+
+    It is the same settings' warm start without the longer sub-agent budget, in its
+    own directory next to ``directory`` (the default layout of ``OUT/warm_start``),
+    built under the same stamp; its SFT is deterministic, so continuing it gives what
+    training it again here would.
+    """
+    base = dataclasses.replace(s, sft_sub_epochs=0)
+    if directory.name != f"{s.env}-{s.task}{s.warm_start_suffix}":
+        return None  # a directory the user named: no sibling to look in
+    path = directory.parent / f"{s.env}-{s.task}{base.warm_start_suffix}" / kind
+    if not warm_start_ready(kind, path, roles):
+        return None
+    return path if stamp_difference(read_stamp(path), cache_stamp(base.sft_key())) is None else None
+
+
+def train_sub_agents_longer(
+    kind: str, env_fn: Callable[[], Any], policies: dict[str, HFPolicy], s: Settings
+) -> dict[str, list[float]]:
+    """``s.sft_sub_epochs`` more epochs for each sub-agent's model on its own calls.
+
+    The demonstrations are the warm start's own (same episodes and seed). In the
+    ``multi`` warm start every sub-agent first gets its own copy (``policies`` is
+    updated), so main keeps the weights it had; the ``shared`` and ``single`` warm
+    starts train their one model. Returns ``<role>+sub`` -> the losses of its steps.
+    """
+    cfg = dataclasses.replace(
+        s.sft_config(), epochs=s.sft_sub_epochs, lr=s.sft_sub_lr, copy_steps=0, lookup_steps=0
+    )
+    subs = [r for r in policies if r != "main"]
+    if kind == "multi":
+        for role in subs:
+            if policies[role] is policies["main"]:
+                policies[role] = copy.deepcopy(policies[role])
+    demos = collect_demonstrations(
+        env_fn, policies, cfg.episodes, cfg.seed, give_up=cfg.sub_give_up
+    )
+    print(f"[warm start {kind}] {s.sft_sub_epochs} more epochs for {subs}", flush=True)
+    return {
+        f"{role}+sub": train_sft(
+            policies[role], [t for t in demos if t.agent == role], cfg, progress=False
+        )
+        for role in subs
+    }
 
 
 def warm_starts_to_train(
@@ -890,6 +973,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         const=False,
         default=None,
         help="train the multi-role warm start as one model per role, each on its own calls",
+    )
+    p.add_argument(
+        "--sft-sub-epochs",
+        type=int,
+        help="more SFT epochs for each sub-agent's model on its own calls (default 0)",
+    )
+    p.add_argument(
+        "--sft-sub-lr", type=float, help="peak learning rate of those epochs (default 5e-4)"
     )
     for name, kind in (
         ("sft-episodes", int),

@@ -492,3 +492,42 @@ def test_diagnose_only_measures_the_regime_and_the_summary_shows_it(
     assert other["differs"] == f"sft_epochs {epochs - 1} != {epochs}"
     assert "Another warm start of this regime was diagnosed" in result["text"]
     assert "No cells" not in result["text"]
+
+
+def test_a_longer_sub_agent_budget_continues_the_saved_warm_start(
+    bench, tmp_path, capsys, steady_code
+) -> None:
+    import torch
+
+    out = tmp_path / "out"
+    argv = ["--quick", "--out", str(out), "--sft-episodes", "2", "--eval-episodes", "2"]
+    argv += ["--arms", "mgrpo", "--sub-temperature", "1.5", "--diagnose-only"]
+    bench.main(argv)  # the warm start the longer budget continues
+    longer = [*argv, "--sft-sub-epochs", "2", "--sft-sub-lr", "1e-3"]
+    s = bench.settings_from(bench.parse_args(longer))
+    assert s.warm_start_suffix == "+sub=2@0.001"
+    assert (s.sft_key()["sub_epochs"], s.sft_key()["sub_lr"]) == (2, 1e-3)
+    assert s.cell_key("mgrpo", 0, None)["sft_sub_epochs"] == 2
+    assert s.diagnosis_key(None)["sft_sub_epochs"] == 2
+    # off, it stays out of every key, so cells and warm starts built before it keep theirs
+    plain = dataclasses.replace(s, sft_sub_epochs=0)
+    assert "sub_epochs" not in plain.sft_key() and plain.warm_start_suffix == ""
+    assert "sft_sub_epochs" not in plain.cell_key("mgrpo", 0, None)
+    capsys.readouterr()
+    bench.main(longer)
+    printed = capsys.readouterr().out
+    base = out / "warm_start" / f"research_v0-{QUICK_TASK}" / "multi"
+    assert f"continuing the saved {base}" in printed
+    path = out / "warm_start" / f"research_v0-{QUICK_TASK}+sub=2@0.001"
+    meta = json.loads((path / "multi.json").read_text())
+    assert meta["continued"] == str(base) and "searcher+sub" in meta["final_loss"]
+    assert bench.read_stamp(path / "multi")["recipe"]["sub_epochs"] == 2
+
+    def weights(p):
+        return torch.cat([w.flatten() for w in bench.HFPolicy.load(p).parameters()])
+
+    # main keeps the weights it had; the searcher trained on
+    assert torch.equal(weights(base / "main"), weights(path / "multi" / "main"))
+    assert not torch.equal(weights(base / "searcher"), weights(path / "multi" / "searcher"))
+    with pytest.raises(ValueError, match="sft_sub_epochs must be >= 0"):
+        bench.Settings(sft_sub_epochs=-1, arms=("mgrpo",))
