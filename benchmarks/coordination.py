@@ -459,15 +459,24 @@ def held_out(env_fn: Callable[[], Any], policies: dict[str, HFPolicy], s: Settin
 
 
 SIGNAL_QUERIES = 16  # held-out queries of the learning-signal probe, s.group rollouts each
+CALIBRATION_SEED0 = 3_000_000
+"""The first env seed of ``--calibrate``'s queries: past the demonstrations (seeds from
+0), outside the held-out block (``mgrpo_algos.evaluate.EVAL_SEED0``) and below the
+training seeds' range, so choosing a regime on them never looks at held-out episodes."""
+CALIBRATION_QUERIES = 64
 
 
 def learning_signal(
-    env_fn: Callable[[], Any], policies: dict[str, HFPolicy], s: Settings
+    env_fn: Callable[[], Any],
+    policies: dict[str, HFPolicy],
+    s: Settings,
+    seeds: list[int] | None = None,
 ) -> dict[str, dict[str, float]]:
     """What a training step's groups give each sub-agent role to learn from.
 
-    Collects ``SIGNAL_QUERIES`` held-out queries x ``s.group`` rollouts as a training
-    step would, scores every call with M-GRPO's default ``R_S``, and reports per role:
+    Collects ``SIGNAL_QUERIES`` held-out queries (or the queries ``seeds``) x
+    ``s.group`` rollouts as a training step would, scores every call with M-GRPO's
+    default ``R_S``, and reports per role:
 
     * ``between_subtask_share``: the share of ``R_S``'s variance within a query (the
       group M-GRPO z-scores over) that lies between the subtasks the calls served,
@@ -476,7 +485,9 @@ def learning_signal(
       calls, the share whose calls differ in the expert score (the groups in which
       the role's own choices changed the outcome);
     * ``nll_per_token``: the mean negative log-probability of the tokens it sampled
-      (how far it is from deterministic); ``main`` gets this one too.
+      (how far it is from deterministic); ``main`` gets this one too;
+    * ``calls_right``: the share of its calls whose result is the fact asked for;
+      ``main`` gets ``success``, the share of the rollouts it answered right.
     """
     defaults = MGRPOConfig()
     engine = RolloutEngine(
@@ -488,7 +499,7 @@ def learning_signal(
     )
     with torch.no_grad():
         res = engine.collect(
-            eval_seeds(SIGNAL_QUERIES),
+            eval_seeds(SIGNAL_QUERIES) if seeds is None else seeds,
             s.group,
             generator=torch.Generator().manual_seed(SIGNAL_SAMPLING_SEED),
         )
@@ -502,6 +513,8 @@ def learning_signal(
         stats: dict[str, float] = {"calls": float(len(mine))}
         if mine:
             stats["nll_per_token"] = -float(np.mean([t.old_logprobs.mean() for t in mine]))
+        if role == "main":
+            stats["success"] = float(np.mean([e.correct for e in res.episodes]))
         if role != "main" and mine:
             calls = []
             for t in scored:
@@ -509,6 +522,7 @@ def learning_signal(
                     record = records[(t.group_id, t.rollout_id)][role]["calls"][t.invocation]
                     calls.append((t.group_id, record["subtask"], record["expert"], t.reward))
             stats.update(subtask_signal(calls))
+            stats["calls_right"] = float(np.mean([expert for _, _, expert, _ in calls]))
         out[role] = stats
     return out
 
@@ -576,13 +590,17 @@ def save_warm_start(kind: str, policies: dict[str, HFPolicy], path: Path) -> Non
         policies["main"].save(path)
 
 
-def prepare_warm_start(kind: str, s: Settings, directory: str, train: bool, threads: int) -> dict:
+def prepare_warm_start(
+    kind: str, s: Settings, directory: str, train: bool, threads: int, held_out_eval: bool = True
+) -> dict:
     """Trains the warm start ``kind`` (when asked) and evaluates it; cached in ``kind.json``.
 
     A trained warm start gets ``stamp.json`` (``cache_stamp(s.sft_key())``) next to
     its model. Its evaluations are kept in ``kind.json`` by ``s.eval_key()`` for as
     long as the provenance they were measured under holds. Runs in a worker
     process: the returned record is what each cell keeps of its warm start.
+    ``held_out_eval=False`` (``--calibrate``) plays no held-out episode: the record
+    has no ``start``.
     """
     worker_setup(threads)
     path, meta_path = Path(directory) / kind, Path(directory) / f"{kind}.json"
@@ -616,6 +634,9 @@ def prepare_warm_start(kind: str, s: Settings, directory: str, train: bool, thre
         meta["evals"], meta["evals_provenance"] = {}, provenance()
     evals = meta["evals"]
     cached = evals.get(s.eval_key(), {})
+    if not held_out_eval:
+        meta_path.write_text(json.dumps(meta, indent=2))
+        return {"kind": kind, "path": str(path), "trained_now": train, **meta}
     if not cached or (s.diagnose and kind != "single" and "signal" not in cached):
         evals[s.eval_key()] = held_out(env_fn, load_warm_start(kind, path, roles), s)
     meta_path.write_text(json.dumps(meta, indent=2))
@@ -1006,6 +1027,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the regime's diagnosis alone: build or load the multi-agent warm start, measure "
         "the preconditions, write CELLS/diagnoses/<env>-<task>-<regime>.json; no RL",
     )
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="the regime's learning signal on queries outside the held-out block (to choose a "
+        "regime by), written to CELLS/calibrations/; no held-out episode, no RL",
+    )
     add_output_options(p)
     return p.parse_args(argv)
 
@@ -1112,6 +1139,47 @@ def diagnose_command(args: argparse.Namespace, s: Settings) -> dict[str, Any]:
     return record
 
 
+def calibrate_command(args: argparse.Namespace, s: Settings) -> dict[str, Any]:
+    """``--calibrate``: a regime's learning signal on queries outside the held-out block.
+
+    Builds (or loads) the multi-agent warm start and runs the learning-signal probe
+    on ``CALIBRATION_QUERIES`` queries from ``CALIBRATION_SEED0`` (``s.group``
+    rollouts each), without playing a held-out episode: a regime can be chosen on
+    it (a handicap, a budget) and then diagnosed once on the held-out block. Writes
+    ``CELLS/calibrations/<env>-<task>-<regime><warm start suffix>-T<temperature>.json``.
+    """
+    if not any(WARM_START_OF[a] == "multi" for a in s.arms):
+        raise ValueError(f"--calibrate needs a multi-agent arm, got {list(s.arms)}")
+    _, cells_dir, warm_dir = paths_of(args, s)
+    named = str(warm_dir) if args.warm_start_dir else None
+    train = warm_starts_to_train(s, warm_dir, reuse_of(args), ["mgrpo"])["multi"]
+    t0 = time.perf_counter()
+    warm = prepare_warm_start("multi", s, str(warm_dir), train, args.threads, False)
+    roles = warm_env_fn("multi", s)().possible_agents
+    policies = load_warm_start("multi", Path(warm["path"]), roles)
+    seeds = list(range(CALIBRATION_SEED0, CALIBRATION_SEED0 + CALIBRATION_QUERIES))
+    signal = learning_signal(warm_env_fn("multi", s), policies, s, seeds)
+    name = f"{s.env}-{s.task}-{s.regime}{s.warm_start_suffix}-T{s.sub_temperature:g}"
+    record = {
+        "benchmark": "coordination-calibration",
+        "calibration": name,
+        "key": s.diagnosis_key(named),
+        "seeds": [seeds[0], seeds[-1]],
+        "group": s.group,
+        "signal": signal,
+        "warm_start": {k: v for k, v in warm.items() if k not in ("evals", "evals_provenance")},
+        "wall_seconds": time.perf_counter() - t0,
+        "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "provenance": provenance(),
+    }
+    path = cells_dir / "calibrations" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    emit({k: record[k] for k in ("benchmark", "calibration", "signal")} | {"file": str(path)})
+    return record
+
+
 def paths_of(args: argparse.Namespace, s: Settings) -> tuple[Path, Path, Path]:
     """``--out``, the cells directory and the warm starts' directory of this run."""
     out = Path(args.out or ("runs/coordination-quick" if args.quick else "runs/coordination"))
@@ -1135,6 +1203,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     s = settings_from(args)
     if args.diagnose_only:
         return diagnose_command(args, dataclasses.replace(s, diagnose=True))
+    if args.calibrate:
+        return calibrate_command(args, s)
     preset = "quick" if args.quick else args.preset
     out, cells_dir, warm_dir = paths_of(args, s)
     named = str(warm_dir) if args.warm_start_dir else None

@@ -531,3 +531,32 @@ def test_a_longer_sub_agent_budget_continues_the_saved_warm_start(
     assert not torch.equal(weights(base / "searcher"), weights(path / "multi" / "searcher"))
     with pytest.raises(ValueError, match="sft_sub_epochs must be >= 0"):
         bench.Settings(sft_sub_epochs=-1, arms=("mgrpo",))
+
+
+def test_calibration_probes_outside_the_held_out_block(bench, tmp_path, monkeypatch) -> None:
+    from mgrpo_algos.evaluate import is_eval_seed
+
+    played = []
+    engine_collect = bench.RolloutEngine.collect
+
+    def collect(self, seeds, *args, **kwargs):
+        played.extend(seeds)
+        return engine_collect(self, seeds, *args, **kwargs)
+
+    monkeypatch.setattr(bench.RolloutEngine, "collect", collect)
+    monkeypatch.setattr(bench, "CALIBRATION_QUERIES", 3)
+    monkeypatch.setattr(bench, "evaluate", lambda *a, **k: pytest.fail("a held-out episode"))
+    cells_dir = tmp_path / "cells"
+    argv = ["--quick", "--out", str(tmp_path / "out"), "--cells", str(cells_dir)]
+    argv += ["--sft-episodes", "2", "--group", "2", "--arms", "mgrpo", "--sub-temperature", "1.5"]
+    record = bench.main([*argv, "--calibrate"])
+    calibration = list(range(bench.CALIBRATION_SEED0, bench.CALIBRATION_SEED0 + 3))
+    assert played[-3:] == calibration  # after the warm start's demonstrations
+    assert not any(is_eval_seed(seed) for seed in played)
+    name = f"research_v0-{QUICK_TASK}-improvable-T1.5"
+    saved = json.loads((cells_dir / "calibrations" / f"{name}.json").read_text())
+    assert saved["seeds"] == [calibration[0], calibration[-1]] and saved["group"] == 2
+    main = saved["signal"]["main"]
+    assert 0 <= main["success"] <= 1 and record["calibration"] == name
+    assert "start" not in saved["warm_start"]
+    assert not list(cells_dir.glob("*.json"))  # no cells, no diagnosis
