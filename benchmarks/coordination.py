@@ -52,6 +52,12 @@ cell there; ``--summary`` rebuilds it alone, with no training.
     python benchmarks/coordination.py --quick --env webwalk_v0      # under a minute
     python benchmarks/coordination.py --summary [--cells DIR]       # tables and PNGs only
 
+``--diagnose-only`` measures a regime's preconditions on the held-out block with no
+RL; ``--calibrate`` measures its learning signal on ``CALIBRATION_QUERIES`` queries
+outside that block (to choose a regime by, before its one held-out diagnosis).
+``--sft-sub-epochs E`` trains each sub-agent's copy E more epochs on its own calls,
+continuing the saved warm start of the same settings.
+
 ``--jobs N`` runs N (arm, seed) runs (and warm starts) at once in spawned processes,
 each with ``--threads`` torch threads (default 1). The last line of output is one
 JSON object: ``success`` and ``ci95`` per arm and seed, the mean and the pooled
@@ -461,8 +467,9 @@ def held_out(env_fn: Callable[[], Any], policies: dict[str, HFPolicy], s: Settin
 SIGNAL_QUERIES = 16  # held-out queries of the learning-signal probe, s.group rollouts each
 CALIBRATION_SEED0 = 3_000_000
 """The first env seed of ``--calibrate``'s queries: past the demonstrations (seeds from
-0), outside the held-out block (``mgrpo_algos.evaluate.EVAL_SEED0``) and below the
-training seeds' range, so choosing a regime on them never looks at held-out episodes."""
+0) and outside the held-out block (``mgrpo_algos.evaluate.EVAL_SEED0``), so choosing a
+regime on them never looks at a held-out episode (training draws its queries at random
+from 2**31 seeds, these among them)."""
 CALIBRATION_QUERIES = 64
 
 
