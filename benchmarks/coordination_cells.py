@@ -370,6 +370,8 @@ def group_markdown(name: str, g: dict[str, Any], png: str | None) -> list[str]:
     """One (task, regime)'s section of ``summary.md``."""
     s = g["settings"]
     handicap = ", ".join(f"{k} {v}" for k, v in g["handicap"].items()) or "none"
+    if s.get("sft_sub_epochs"):  # a longer SFT budget for the sub-agents
+        handicap += f"; sub-agents' SFT {s['sft_sub_epochs']} more epochs at {s['sft_sub_lr']:g}"
     lines = [f"## {name}", ""]
     lines.append(
         f"env arguments {s.get('env_kwargs')}; sub-agent handicap: {handicap}; "

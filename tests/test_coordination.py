@@ -395,6 +395,13 @@ def test_the_summary_is_rebuilt_from_the_cells_alone(bench, tmp_path, capsys) ->
     assert "\n2 of 3 met.\n" in summary
     assert summary.index("| mgrpo |") < summary.index("| main-only |")
     assert (tmp_path / "results" / "ledger_v0-easy-improvable.png").stat().st_size > 0
+    assert "sub-agents' SFT" not in summary
+    for path in directory.glob("*.json"):  # a longer sub-agent budget is named in the header
+        cell = json.loads(path.read_text())
+        cell["key"] |= {"sft_sub_epochs": 12, "sft_sub_lr": 1e-3}
+        path.write_text(json.dumps(cell))
+    text = bench.cells.write_summary(directory)["text"]
+    assert "handicap: sub_temperature 1.5; sub-agents' SFT 12 more epochs at 0.001;" in text
 
 
 def test_the_summary_says_what_it_cannot_compute(bench, tmp_path) -> None:
