@@ -473,7 +473,7 @@ def policy_loss(
     *,
     loss_type: LossType,
     epsilon: float = 0.2,
-    epsilon_high: float = 0.28,
+    epsilon_high: float | None = None,
     beta: float = 0.0,
     ref_logp: torch.Tensor | None = None,
     max_tokens: int | None = None,
@@ -502,7 +502,8 @@ def policy_loss(
         mask: ``(B, T)`` 0/1 generated-token mask.
         loss_type: ``"grpo"``, ``"dr_grpo"``, ``"dapo"`` or ``"gspo"``.
         epsilon: Lower clip range.
-        epsilon_high: Upper clip range (DAPO's clip-higher when above ``epsilon``).
+        epsilon_high: Upper clip range (DAPO's clip-higher when above ``epsilon``;
+            ``None``: same as ``epsilon``, the symmetric clip of GRPO and TRL).
         beta: KL coefficient; ``ref_logp`` is required when it is above 0.
         ref_logp: ``(B, T)`` reference-policy log-probs.
         max_tokens: ``dr_grpo``'s per-sequence generation budget (``None``: ``T``).
@@ -520,6 +521,7 @@ def policy_loss(
         ValueError: Unknown ``loss_type``, bad shapes, ``beta < 0``, ``beta > 0``
             without ``ref_logp``, or a bad ``max_tokens``.
     """
+    epsilon_high = epsilon if epsilon_high is None else epsilon_high
     _check_loss_inputs(logp, old_logp, advantages, mask, loss_type, beta, ref_logp)
     mask = mask.detach().to(logp.dtype)
     on = mask > 0  # (B, T)

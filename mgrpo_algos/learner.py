@@ -20,8 +20,8 @@ learner's own state). It is written into ``ckpt-<step>.tmp`` and renamed when
 complete, so a killed run never leaves a partial checkpoint under a final name;
 resuming takes the newest complete checkpoint and warns about any it skips. With
 ``lora_rank > 0`` (``lora.py``) ``policies/<name>/`` holds one adapter each,
-``policies/lora.json`` says so, ``base/`` holds the one base model and there is no
-``refs/`` (the reference is the base).
+``policies/lora.json`` says so, ``base/`` holds the one base model and ``refs/<name>/``
+the reference adapters (the initial ones).
 
 Reproducibility. A step's queries and sampling noise are pure functions of
 ``(seed, step)``, so a resumed run repeats the uninterrupted one. With
@@ -94,9 +94,13 @@ class CheckpointWarning(UserWarning):
 
 
 # --------------------------------------------------------------------------- config
+DAPO_EPSILON_HIGH = 0.28
+"""DAPO's clip-higher upper range (arXiv 2503.14476, sec. 3.1): the ``dapo`` preset."""
+
+
 @dataclass
 class LearnerConfig:
-    """Settings every learner shares (defaults: the public GRPO scripts; eps 0.2/0.28, beta 0).
+    """Settings every learner shares (defaults: GRPO's symmetric clip 0.2, beta 0).
 
     Attributes:
         env: Env id (``mgrpo_envs.list_envs()``), or ``FILE.py:ID`` / ``MODULE:ID`` for
@@ -114,8 +118,9 @@ class LearnerConfig:
         temperature: Sampling temperature (rollouts and held-out evaluations).
         role_temperature: Sampling temperature per role, overriding ``temperature``
             for it, e.g. ``{"searcher": 1.5}`` (a noisier sub-agent: the
-            improvable-sub-agent regime of docs/coordination.md). Log-probs stay the
-            model's own (temperature 1), as everywhere in the library.
+            improvable-sub-agent regime of docs/coordination.md). The policy trained
+            is the tempered one: old, new and reference log-probs all divide the
+            logits by the role's temperature (as TRL and verl do).
         lr: Peak learning rate.
         role_lr: Peak learning rate per trained model, overriding ``lr`` for it: keys
             are optimiser names (a role, or ``shared``), e.g. ``{"searcher": 1e-3}``.
@@ -127,7 +132,10 @@ class LearnerConfig:
         scale_rewards: ``group``, ``batch`` or ``none`` (Dr. GRPO pairs with ``none``).
         beta: KL coefficient against the initial policy (0: no reference model).
         epsilon: Lower clip range.
-        epsilon_high: Upper clip range (clip-higher when > epsilon).
+        epsilon_high: Upper clip range; clip-higher when > ``epsilon`` (DAPO, arXiv
+            2503.14476, sec. 3.1). None: the loss type's preset, see `clip_high`:
+            ``epsilon`` (the symmetric clip of the GRPO paper and TRL) for every loss
+            but ``dapo``, whose preset is DAPO's 0.28.
         num_iterations: Optimiser steps per collection (old log-probs are stored).
         max_batch_tokens: Padded tokens per forward/backward chunk.
         shared_prefix: Run the prompt a group's rollouts share once per chunk (same
@@ -192,7 +200,7 @@ class LearnerConfig:
     scale_rewards: ScaleRewards = "group"
     beta: float = 0.0
     epsilon: float = 0.2
-    epsilon_high: float = 0.28
+    epsilon_high: float | None = None
     num_iterations: int = 1
     max_batch_tokens: int = 16384
     shared_prefix: bool = True
@@ -217,6 +225,13 @@ class LearnerConfig:
 
     def __post_init__(self) -> None:
         validate_learner_config(self, {})
+
+    @property
+    def clip_high(self) -> float:
+        """The upper clip range in use: ``epsilon_high``, else the loss type's preset."""
+        if self.epsilon_high is not None:
+            return self.epsilon_high
+        return DAPO_EPSILON_HIGH if self.loss_type == "dapo" else self.epsilon
 
     @property
     def env_id(self) -> str:
@@ -264,6 +279,8 @@ def validate_learner_config(config: Any, choices: dict[str, Sequence[str]]) -> N
     _check_ints(config)
     for name in ("lr", "temperature", "grad_clip", "epsilon", "epsilon_high"):
         value = getattr(config, name)
+        if name == "epsilon_high" and value is None:  # the loss type's preset
+            continue
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
             raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     for name in ("shared_prefix", "deterministic"):
@@ -607,12 +624,13 @@ def chunk_loss(
         batch.action_mask,
         loss_type=cfg.loss_type,
         epsilon=cfg.epsilon,
-        epsilon_high=cfg.epsilon_high,
+        epsilon_high=cfg.clip_high,
         beta=cfg.beta,
         ref_logp=batch.ref_logprobs,
         max_tokens=cfg.max_tokens_norm,
     )
-    # Monte Carlo entropy estimate: -log p of the sampled tokens (on-policy, temperature 1)
+    # Monte Carlo entropy estimate: -log p of the sampled tokens (on-policy, at the
+    # sampling temperature)
     entropy = -masked_mean(logp.detach(), batch.action_mask)
     stats = {k: float(v) for k, v in st.items()}
     stats["entropy"] = float(entropy)
@@ -624,15 +642,22 @@ def chunk_logprobs(
 ) -> torch.Tensor:
     """``(B, T - 1)`` log-probs of ``batch`` (``chunk`` collated), with gradients.
 
+    Each row is scored at its trajectory's sampling temperature (the tempered
+    policy is the one optimised, as in TRL and verl), so the numbers equal the
+    sampler's stored log-probs at the same weights.
+
     With ``shared_prefix``, each ``(agent, group_id)`` group's common prompt goes
     through the model once (`HFPolicy.logprobs_shared_prefix`) when that forwards
     fewer padded tokens than the full rows do; the numbers are the same.
     """
+    temps = batch.temperatures  # (B,): each row at its sampling temperature
     if shared_prefix:
         groups = prefix_groups(chunk)
         if shared_prefix_pays(groups, [t.num_tokens for t in chunk]):
-            return policy.logprobs_shared_prefix(batch.input_ids, batch.attention_mask, groups)
-    return policy.logprobs(batch.input_ids, batch.attention_mask)
+            return policy.logprobs_shared_prefix(
+                batch.input_ids, batch.attention_mask, groups, temps
+            )
+    return policy.logprobs(batch.input_ids, batch.attention_mask, temps)
 
 
 def group_minibatches(trajs: Sequence[Trajectory], max_tokens: int) -> Iterator[list[Trajectory]]:
@@ -1059,8 +1084,9 @@ class Learner(ABC):
                 for p in self.policies[role].parameters():
                     p.requires_grad_(False)
         first = {name: self.policies[roles[0]] for name, roles in self.groups.items()}
-        # LoRA: the reference is the base with the adapters disabled (no copy)
-        ref_of = lora.base_reference if self.config.lora_rank > 0 else frozen_copy
+        # the reference is the initial policy; with LoRA a frozen copy of the starting
+        # adapter in the same model (no second base)
+        ref_of = lora.initial_reference if self.config.lora_rank > 0 else frozen_copy
         self.refs = {n: ref_of(p) for n, p in first.items()} if self.config.beta > 0 else {}
         self.params, self.optimizers, self.schedulers = {}, {}, {}
         for name, policy in first.items():
@@ -1254,11 +1280,10 @@ class Learner(ABC):
 
         def write(tmp: Path) -> None:
             save_policies(self.policies, self.names, tmp / "policies")
-            if self.config.lora_rank > 0:  # base/ once; the reference is the base: no refs/
+            if self.config.lora_rank > 0:  # base/ once; refs/<name>/: reference adapters
                 lora.save_lora_checkpoint(self.policies, tmp)
-            else:
-                for name, ref in self.refs.items():
-                    ref.save(tmp / "refs" / name)
+            for name, ref in self.refs.items():
+                ref.save(tmp / "refs" / name)
             state = {
                 "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
                 "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
@@ -1284,10 +1309,11 @@ class Learner(ABC):
         done = int(state["step"])
         policies = load_saved_policies(ckpt / "policies")
         trainer = cls(config, out_dir, policies=policies, resume=True, **kwargs)
-        if config.lora_rank == 0:  # (LoRA: the reference is the loaded base)
-            trainer.refs = {
-                name: frozen_copy(load_policy_dir(ckpt / "refs" / name)) for name in trainer.refs
-            }
+        for name, ref in trainer.refs.items():  # the run's initial policy, not the checkpoint's
+            if config.lora_rank > 0:
+                lora.load_reference(ref, ckpt / "refs" / name)
+            else:
+                trainer.refs[name] = frozen_copy(load_policy_dir(ckpt / "refs" / name))
         for name, optimizer in trainer.optimizers.items():
             optimizer.load_state_dict(state["optimizers"][name])
             trainer.schedulers[name].load_state_dict(state["schedulers"][name])

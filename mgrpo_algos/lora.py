@@ -8,14 +8,19 @@ sub-agents under ``main-only``), and hands each role a :class:`LoRAPolicy`: a th
 `HFPolicy` view over the shared model that makes its adapter the active one around
 every ``generate`` and ``logprobs`` call. Each trained model's optimiser holds its
 adapter's parameters only; the base and frozen adapters never change. The KL
-reference (``beta > 0``) is the same model with every adapter disabled
-(:meth:`AdapterSet.reference`): no second copy.
+reference (``beta > 0``) is the initial policy, as under full fine-tuning: a frozen
+copy of each trained model's adapter as the run starts (:func:`initial_reference`;
+the warm start's adapter when the run starts from a LoRA warm start, else a fresh
+adapter, which leaves the base's outputs unchanged), in the same model: no second
+copy of the base.
 
 Checkpoints (``ckpt-<step>/``): ``policies/<name>/`` holds one adapter in peft's
 format (``adapter_config.json``, ``adapter_model.safetensors``), ``policies/roles.json``
 maps roles to them, ``policies/lora.json`` marks the directory as adapters, and
 ``base/`` holds the base model once (a saved `HFPolicy`), so a checkpoint is
-self-contained. No ``refs/``: the reference is the base. :func:`export` merges each
+self-contained. With ``beta > 0``, ``refs/<name>/`` holds each trained model's
+reference adapter in the same format, so a resumed run keeps its initial policy as
+the reference. :func:`export` merges each
 role's adapter into a standalone model (``mgrpo export``).
 
 Ray (``backend="ray"``): each role actor is a process of its own, so it holds its
@@ -383,15 +388,24 @@ class LoRAPolicy(HFPolicy):
                 for d in drops:
                     d.train(False)
 
-    def logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        with self._running():
-            return super().logprobs(input_ids, attention_mask)
-
-    def logprobs_shared_prefix(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, groups: PrefixGroups
+    def logprobs(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        temperature: float | torch.Tensor = 1.0,
     ) -> torch.Tensor:
         with self._running():
-            return super().logprobs_shared_prefix(input_ids, attention_mask, groups)
+            return super().logprobs(input_ids, attention_mask, temperature)
+
+    def logprobs_shared_prefix(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        groups: PrefixGroups,
+        temperature: float | torch.Tensor = 1.0,
+    ) -> torch.Tensor:
+        with self._running():
+            return super().logprobs_shared_prefix(input_ids, attention_mask, groups, temperature)
 
     def generate(
         self,
@@ -583,7 +597,7 @@ def adapter_policy(base: HFPolicy, state: AdapterState, *, trained: bool) -> LoR
 
     What a Ray role actor holds with ``lora_rank > 0``: its own base (an actor is a
     process of its own) with its model's adapter alone; its reference
-    (:func:`base_reference`) is that base with the adapter disabled.
+    (:func:`initial_reference`) is a frozen copy of the adapter it starts with.
 
     Args:
         base: A plain policy of the base model (LoRA layers are injected into it).
@@ -613,11 +627,39 @@ def load_adapter_files(policy: LoRAPolicy, files: Mapping[str, bytes]) -> None:
 
 
 # --------------------------------------------------------------------------- checkpoints
-def base_reference(policy: HFPolicy) -> LoRAPolicy:
-    """The KL reference of an adapter view: its base, adapters disabled (shares the model)."""
-    if not isinstance(policy, LoRAPolicy):
-        raise ValueError(f"expected a LoRAPolicy (lora_rank > 0), got {type(policy).__name__}")
-    return policy.adapters.reference()
+REFERENCE_PREFIX = "reference-"
+"""Names the frozen copy of a trained adapter that serves as its KL reference."""
+
+
+def initial_reference(policy: HFPolicy, state: AdapterState | None = None) -> LoRAPolicy:
+    """The KL reference of an adapter view: a frozen copy of its adapter as it is now.
+
+    Called as a run starts, this is the initial policy (the warm start's adapter, or
+    a fresh one, equal to the base), the reference ``beta`` is documented against;
+    it lives in the same model as an adapter of its own that no optimiser holds.
+
+    Args:
+        policy: A trained model's adapter view.
+        state: The reference's weights when they are not the view's own (a Ray role
+            actor resumed from a checkpoint gets the run's initial adapter this way).
+    """
+    if not isinstance(policy, LoRAPolicy) or policy.name is None:
+        raise ValueError(f"expected a LoRAPolicy with an adapter (lora_rank > 0), got {policy!r}")
+    adapters = policy.adapters
+    name = REFERENCE_PREFIX + policy.name
+    state = adapters.state(policy.name) if state is None else state
+    adapters.add(name, state.config, weights=state.weights)
+    view = adapters.view(name)
+    for p in view.parameters():
+        p.requires_grad_(False)
+    return view
+
+
+def load_reference(ref: LoRAPolicy, folder: Path) -> None:
+    """Copies the reference adapter a checkpoint saved in ``folder`` into ``ref``'s."""
+    from safetensors.torch import load_file
+
+    ref.adapters.load_weights(ref.name, load_file(str(folder / ADAPTER_WEIGHTS)))
 
 
 def base_dir(policies_dir: Path) -> Path:
@@ -633,7 +675,8 @@ def save_lora_checkpoint(policies: Mapping[str, HFPolicy], ckpt: Path) -> None:
     """
     adapters = adapter_set_of(policies)
     adapters.save_base(ckpt / "base")
-    marker = {"base": "../base", "adapters": adapters.names}
+    names = [n for n in adapters.names if not n.startswith(REFERENCE_PREFIX)]
+    marker = {"base": "../base", "adapters": names}
     (ckpt / "policies" / MARKER).write_text(json.dumps(marker, indent=2))
 
 

@@ -32,6 +32,7 @@ import torch
 
 from mgrpo_algos.buffer import Trajectory
 from mgrpo_algos.policies.base import Policy
+from mgrpo_algos.policies.sampling import logit_temperature
 
 Script = Callable[[Any], str]
 """A scripted actor: gets the env (whose ``agent_selection`` is to act), returns its text."""
@@ -375,6 +376,9 @@ class RolloutEngine:
                     truncated=call.truncated,
                     num_turns=call.turns,
                     policy_version=call.version,
+                    temperature=logit_temperature(
+                        self.config.role_temperature.get(call.agent, self.config.temperature)
+                    ),
                 )
             )
         return out

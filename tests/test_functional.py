@@ -268,6 +268,15 @@ def test_surrogate_rejects_mismatched_advantages() -> None:
 # --------------------------------------------------------------------------- aggregations
 
 
+def test_the_default_clip_is_symmetric() -> None:
+    """GRPO's and TRL's clip (0.2, 0.2) unless clip-higher is asked for."""
+    logp, old, adv, mask = example()
+    default, _ = policy_loss(logp, old, adv, mask, loss_type="grpo")
+    symmetric, _ = policy_loss(logp, old, adv, mask, loss_type="grpo", epsilon_high=0.2)
+    higher, _ = policy_loss(logp, old, adv, mask, loss_type="grpo", epsilon_high=0.28)
+    assert float(default) == float(symmetric) != float(higher)
+
+
 def test_aggregations_by_hand() -> None:
     per_token, mask = t(PER_TOKEN), t(MASK)
     # grpo: row means -2.38 / 2 = -1.19 and 1.35 / 3 = 0.45 -> (-1.19 + 0.45) / 2 = -0.37
@@ -294,7 +303,10 @@ def test_aggregations_by_hand() -> None:
 )
 def test_policy_loss_by_hand(loss_type, kwargs, expected) -> None:
     logp, old, adv, mask = example()
-    loss, stats = policy_loss(logp, old, adv, mask, loss_type=loss_type, **kwargs)
+    # PER_TOKEN was worked out with DAPO's clip-higher (0.2, 0.28)
+    loss, stats = policy_loss(
+        logp, old, adv, mask, loss_type=loss_type, epsilon_high=0.28, **kwargs
+    )
     close(loss, expected)
     close(stats["clip_ratio"], 2 / 5)  # one high (1.5, A > 0), one low (0.5, A < 0)
     close(stats["clip_ratio_high"], 1 / 5)

@@ -129,12 +129,12 @@ def test_a_non_finite_loss_skips_the_step_and_touches_nothing(monkeypatch) -> No
     real = trainer.policy.logprobs
     real_shared = trainer.policy.logprobs_shared_prefix
     monkeypatch.setattr(
-        trainer.policy, "logprobs", lambda ids, mask: real(ids, mask) * float("nan")
+        trainer.policy, "logprobs", lambda ids, mask, t=1.0: real(ids, mask, t) * float("nan")
     )
     monkeypatch.setattr(  # the learner's default path: each group's prompt run once
         trainer.policy,
         "logprobs_shared_prefix",
-        lambda ids, mask, groups: real_shared(ids, mask, groups) * float("nan"),
+        lambda ids, mask, groups, t=1.0: real_shared(ids, mask, groups, t) * float("nan"),
     )
     before = params(trainer.policy)
     optimizer, scheduler = trainer.optimizers["main"], trainer.schedulers["main"]

@@ -97,7 +97,8 @@ def test_adapters_alone_are_trained_on_one_base() -> None:
     plain = HFPolicy.tiny(mgrpo_envs.make("research_v0", **ENV), size="micro")
     assert sum(p.numel() for p in base) == sum(p.numel() for p in plain.parameters())
     every = {id(p) for p in main.model.parameters()}
-    assert every == {id(p) for p in [*base, *main.parameters(), *sub.parameters()]}
+    refs = [p for ref in trainer.refs.values() for p in ref.parameters()]  # beta > 0
+    assert every == {id(p) for p in [*base, *main.parameters(), *sub.parameters(), *refs]}
     for name, params in trainer.params.items():  # each optimiser: its adapter alone
         held = {id(p) for group in trainer.optimizers[name].param_groups for p in group["params"]}
         assert held == {id(p) for p in trainer.policies[name].parameters()} == set(map(id, params))
@@ -136,18 +137,39 @@ def test_shared_trains_one_adapter_for_every_role() -> None:
     assert changed(before, trainer.policies["main"].parameters())
 
 
-def test_the_reference_is_the_base_model_with_no_copy() -> None:
+def test_the_reference_is_the_initial_adapter_in_the_same_model() -> None:
     trainer = lora_trainer(beta=0.1)
     env = mgrpo_envs.make("research_v0", **ENV)
     plain = HFPolicy.tiny(env, size="micro", seed=trainer.config.seed)  # the run's base
     trainer.train_step()
     main = trainer.policies["main"]
+    for name in ("main", SUB):  # one reference per trained model, none trainable
+        ref = trainer.refs[name]
+        assert ref.model is main.model and not any(p.requires_grad for p in ref.parameters())
     ref = trainer.refs["main"]
-    assert ref is trainer.refs[SUB] and ref.model is main.model and not list(ref.parameters())
     ids, mask = batch(main)
-    with torch.no_grad():
+    with torch.no_grad():  # a fresh adapter (B = 0) leaves the base's outputs as they are
         assert torch.equal(ref.logprobs(ids, mask), plain.logprobs(ids, mask))
         assert not torch.allclose(main.logprobs(ids, mask), plain.logprobs(ids, mask))
+
+
+def test_a_lora_warm_start_is_its_own_kl_reference(tmp_path) -> None:
+    """Starting from trained adapters, the reference is them (KL 0 at step 0), not the base."""
+    warm = lora_trainer(tmp_path / "warm")
+    nudge(warm.policies["main"], 2, scale=0.05)
+    nudge(warm.policies[SUB], 3, scale=0.05)
+    ckpt = warm.save_checkpoint()
+    trainer = MGRPOTrainer(small(lora_rank=4, beta=0.1, model=str(ckpt)))
+    trainer.engine = FakeEngine(trainer.policies)
+    ids, mask = batch(trainer.policies["main"])
+    base = HFPolicy.load(ckpt / "base")
+    with torch.no_grad():
+        for name in ("main", SUB):
+            ref = trainer.refs[name].logprobs(ids, mask)
+            assert torch.equal(ref, trainer.policies[name].logprobs(ids, mask))
+            assert not torch.allclose(ref, base.logprobs(ids, mask))
+    m = trainer.train_step()
+    assert abs(m["kl/main"]) < 1e-6 and abs(m[f"kl/{SUB}"]) < 1e-6
 
 
 def test_each_role_generates_with_its_own_adapter() -> None:
@@ -191,8 +213,10 @@ def test_checkpoint_holds_the_adapters_and_one_base(tmp_path) -> None:
         "base",
         "config.json",
         "policies",
+        "refs",
         "state.pt",
-    ]  # no refs/: the reference is base/
+    ]  # refs/<name>/: the reference adapters
+    assert sorted(p.name for p in (ckpt / "refs").iterdir()) == ["main", SUB]
     policies = ckpt / "policies"
     assert sorted(p.name for p in policies.iterdir()) == ["lora.json", "main", "roles.json", SUB]
     for role in ("main", SUB):
@@ -203,7 +227,7 @@ def test_checkpoint_holds_the_adapters_and_one_base(tmp_path) -> None:
         assert size < 4 * numel + 20_000  # float32 adapter weights and a header, no model
     base = HFPolicy.load(ckpt / "base")
     ids, mask = batch(base)
-    with torch.no_grad():
+    with torch.no_grad():  # the reference is the fresh adapter, equal to the base
         assert torch.equal(base.logprobs(ids, mask), trainer.refs["main"].logprobs(ids, mask))
     run = load_run(tmp_path)  # what mgrpo eval opens
     assert run.policies["main"].model is run.policies[SUB].model

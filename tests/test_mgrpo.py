@@ -501,7 +501,7 @@ def test_a_non_finite_sub_agent_loss_skips_that_agent_only(monkeypatch) -> None:
     trainer = fake_trainer()
     sub = trainer.policies[SUB]
     real = sub.logprobs
-    monkeypatch.setattr(sub, "logprobs", lambda ids, mask: real(ids, mask) * float("nan"))
+    monkeypatch.setattr(sub, "logprobs", lambda ids, mask, t=1.0: real(ids, mask, t) * float("nan"))
     before = {r: params(p) for r, p in trainer.policies.items()}
     m = trainer.train_step()
     assert m["optim/skipped"] == 1 and trainer.schedulers[SUB].last_epoch == 0

@@ -340,7 +340,7 @@ def test_sampling_logprobs_match_recomputed(
     assert selected and all(0 < n <= len(prompts) * 3 // 2 for n in selected)
     sequences = [p + c for p, c in zip(prompts * 3, out.completion_ids, strict=True)]
     batch = left_pad(sequences, pad_id=policy.pad_id)
-    recomputed = policy.logprobs(batch.ids, batch.mask)  # (B, T-1)
+    recomputed = policy.logprobs(batch.ids, batch.mask, 0.8)  # (B, T-1), at the sampling T
     width = batch.ids.shape[1]
     for row, (ids, logps) in enumerate(zip(out.completion_ids, out.logprobs, strict=True)):
         expected = recomputed[row, width - 1 - len(ids) :]
@@ -361,8 +361,9 @@ def test_sample_next_draws_from_the_truncated_softmax(
     expected[:support] = (logits[0, :support] / temperature).softmax(-1)
     frequency = torch.bincount(token, minlength=4) / len(token)
     assert torch.allclose(frequency, expected, atol=0.01), (frequency, expected)
-    # Returned log-probs are the temperature-1, untruncated ones.
-    assert torch.allclose(logp, logits.log_softmax(-1).gather(-1, token[:, None]).squeeze(-1))
+    # Returned log-probs are the tempered, untruncated ones: log_softmax(logits / T).
+    tempered = (logits / temperature).log_softmax(-1)
+    assert torch.allclose(logp, tempered.gather(-1, token[:, None]).squeeze(-1))
 
 
 def test_sample_next_greedy() -> None:

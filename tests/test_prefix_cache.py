@@ -73,11 +73,13 @@ def _assert_same(a: GenerationOutput, b: GenerationOutput) -> None:
         assert x == pytest.approx(y, abs=1e-4)
 
 
-def _assert_recomputed(policy: HFPolicy, prompts: list[list[int]], out: GenerationOutput) -> None:
+def _assert_recomputed(
+    policy: HFPolicy, prompts: list[list[int]], out: GenerationOutput, temperature: float = 0.9
+) -> None:
     sequences = [p + c for p, c in zip(prompts, out.completion_ids, strict=True)]
     batch = left_pad(sequences, pad_id=policy.pad_id)
-    with torch.no_grad():
-        recomputed = policy.logprobs(batch.ids, batch.mask)  # (B, T-1)
+    with torch.no_grad():  # at the sampling temperature (`_generate`'s 0.9)
+        recomputed = policy.logprobs(batch.ids, batch.mask, temperature)  # (B, T-1)
     width = batch.ids.shape[1]
     for row, (ids, logps) in enumerate(zip(out.completion_ids, out.logprobs, strict=True)):
         expected = recomputed[row, width - 1 - len(ids) :]

@@ -307,7 +307,7 @@ def test_copies_are_forwarded_once_with_the_gradient_of_every_copy(
         batch.action_mask,
         loss_type=loss_type,
         epsilon=cfg.epsilon,
-        epsilon_high=cfg.epsilon_high,
+        epsilon_high=cfg.clip_high,
     )
     loss.backward()
     want = [p.grad.clone() for p in policy.parameters()]

@@ -164,7 +164,8 @@ class RayBackend:
                 starts.get(name, self.policies[roles[0]]),
                 self.config,
                 trained=trained,
-                ref=None if starts else self.refs.get(name),
+                # LoRA: the reference adapter's state (the run's initial adapter)
+                ref=starts.get(lora.REFERENCE_PREFIX + name) if starts else self.refs.get(name),
                 base=starts.get(BASE),
                 optimizer_state=self.optimizers[name].state_dict() if trained else None,
                 scheduler_state=self.schedulers[name].state_dict() if trained else None,

@@ -124,8 +124,9 @@ class RoleModel:
             ``config.lora_rank > 0`` its adapter (`lora.AdapterState`), put on ``base``.
         config: The run's settings (loss, optimiser, schedule).
         trained: Whether it has an optimiser (False: a frozen sub-agent).
-        ref: The KL reference (when ``config.beta > 0``; with LoRA the actor's own
-            base with the adapter disabled, so none is given).
+        ref: The KL reference (when ``config.beta > 0``): the initial policy; with
+            LoRA the initial adapter's `lora.AdapterState`, added to the actor's own
+            model frozen (None: a copy of the adapter it starts with).
         base: With LoRA: the base model's files (:func:`lora_base_files`) and dtype;
             each actor loads its own copy.
         optimizer_state: An optimiser state to continue from (a resumed run).
@@ -147,7 +148,7 @@ class RoleModel:
         config: LearnerConfig,
         *,
         trained: bool,
-        ref: HFPolicy | None = None,
+        ref: HFPolicy | lora.AdapterState | None = None,
         base: tuple[Files, torch.dtype] | None = None,
         optimizer_state: dict[str, Any] | None = None,
         scheduler_state: dict[str, Any] | None = None,
@@ -164,8 +165,8 @@ class RoleModel:
             if base is None:
                 raise ValueError(f"the adapter of {name!r} needs its base model's files")
             policy = lora_policy_from_files(*base, policy, trained=trained)
-            if config.beta > 0:  # the reference: this actor's base, adapter disabled
-                ref = lora.base_reference(policy)
+            if config.beta > 0:  # the reference: the initial adapter, frozen (`ref`'s state)
+                ref = lora.initial_reference(policy, ref if trained else None)
         self.policy = policy.to(device)
         self.policies = {role: self.policy for role in roles}
         self.refs = {name: ref.to(device)} if ref is not None else {}
@@ -246,11 +247,11 @@ class RoleModel:
     def export(self) -> dict[str, Any]:
         """This model's part of a checkpoint: policy and reference files, optimiser state.
 
-        With LoRA the policy's files are its adapter's alone and there is no reference
-        (it is the base, which the driver holds).
+        With LoRA the policy's and the reference's files are their adapters' alone
+        (the base is the driver's).
         """
         part: dict[str, Any] = {"policy": policy_files(self.policy), "ref": None}
-        if self.refs and not isinstance(self.policy, lora.LoRAPolicy):
+        if self.refs:
             part["ref"] = policy_files(self.refs[self.name])
         if self.trained:
             part["optimizer"] = on_cpu(self.optimizers[self.name].state_dict())

@@ -5,12 +5,14 @@ their log-probabilities, and recomputes differentiable log-probabilities of
 whole sequences for training. `HFPolicy` (in `mgrpo_algos.policies.hf`) is the
 implementation for transformers causal language models.
 
-Log-probabilities, everywhere in this package, are those of the *sampling-free*
-model distribution: ``log_softmax`` of the raw logits at temperature 1, without
-top-k/top-p truncation. The GRPO importance ratio ``pi_theta / pi_old`` compares
-two such numbers for the same token, so the old log-probs stored at sampling
-time and the new ones from `Policy.logprobs` must be computed the same way
-(GRPO, Shao et al. 2024, eq. 3; DAPO, Yu et al. 2025, sec. 2).
+Log-probabilities, everywhere in this package, are those of the policy being
+optimised: the *tempered* model distribution ``log_softmax(logits / T)`` at the
+temperature ``T`` the tokens were sampled at (``T = 1`` for greedy picks), without
+top-k/top-p truncation, as in TRL and verl. The GRPO importance ratio
+``pi_theta / pi_old`` compares two such numbers for the same token, so the old
+log-probs stored at sampling time, the new ones from `Policy.logprobs` and the KL
+reference's must all be computed at the same temperature (GRPO, Shao et al. 2024,
+eq. 3; DAPO, Yu et al. 2025, sec. 2). `Policy.logprobs` takes that temperature.
 
 Sessions: `Policy.generate` takes an optional key per prompt (a conversation
 id). A policy may keep per-key state, such as the key/value cache of the
@@ -40,10 +42,10 @@ class GenerationOutput:
     Attributes:
         completion_ids: Sampled token ids, without the prompt; they include the
             stop token when one was produced (then it is the last id).
-        logprobs: Log-probability of each sampled token under the model's
-            temperature-1 distribution (``log_softmax`` of the raw logits), even
-            when sampling used another temperature, top-k or top-p. Same lengths
-            as ``completion_ids``.
+        logprobs: Log-probability of each sampled token under the tempered
+            distribution ``log_softmax(logits / T)`` at the sampling temperature
+            ``T`` (the raw logits when greedy), without top-k/top-p truncation.
+            Same lengths as ``completion_ids``.
         texts: The completions decoded without special tokens.
         finished: ``True`` where the completion ended on a stop token, ``False``
             where it hit ``max_new_tokens``.
@@ -144,12 +146,19 @@ class Policy(Protocol):
         """
         ...
 
-    def logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def logprobs(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        temperature: float | torch.Tensor = 1.0,
+    ) -> torch.Tensor:
         """Differentiable log-probs of every next token.
 
         Args:
             input_ids: ``(B, T)`` token ids, left-padded.
             attention_mask: ``(B, T)`` with 1 on real tokens and 0 on padding.
+            temperature: The temperature the logits are divided by: one number, or
+                ``(B,)`` one per row (each row's sampling temperature).
 
         Returns:
             ``(B, T - 1)`` float tensor whose ``[b, t]`` entry is

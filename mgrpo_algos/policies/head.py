@@ -74,14 +74,17 @@ def token_logprobs(
     head: torch.nn.Linear | None,
     targets: torch.Tensor,
     *,
+    temperature: torch.Tensor | None = None,
     chunk_bytes: int | None = None,
 ) -> torch.Tensor:
-    """``log_softmax(head(states))`` at ``targets``, a chunk of positions at a time.
+    """``log_softmax(head(states) / T)`` at ``targets``, a chunk of positions at a time.
 
     Args:
         states: ``(..., H)`` hidden states, or ``(..., V)`` logits when ``head`` is None.
         head: The output layer (``V`` rows), or None.
         targets: ``(...)`` token ids in ``[0, V)``, one per position of ``states``.
+        temperature: ``(...)`` the temperature ``T > 0`` of each position's
+            distribution (a sampling temperature); None: 1 everywhere.
         chunk_bytes: Float32 logits computed at once (at least one position's);
             None: `HEAD_CHUNK_BYTES`.
 
@@ -93,16 +96,24 @@ def token_logprobs(
             f"expected one target per position: states {tuple(states.shape)} need targets "
             f"{tuple(states.shape[:-1])}, got {tuple(targets.shape)}"
         )
+    if temperature is not None and temperature.shape != targets.shape:
+        raise ValueError(
+            f"expected one temperature per position: {tuple(targets.shape)}, "
+            f"got {tuple(temperature.shape)}"
+        )
     vocab = states.shape[-1] if head is None else head.out_features
     flat = states.reshape(-1, states.shape[-1])  # (N, H) or (N, V)
     flat_targets = targets.reshape(-1, 1).to(flat.device)  # (N, 1)
+    flat_temps = None if temperature is None else temperature.reshape(-1, 1).to(flat.device)
     step = max(1, (chunk_bytes or HEAD_CHUNK_BYTES) // (4 * vocab))  # positions per chunk
     differentiable = torch.is_grad_enabled() and (
         flat.requires_grad or (head is not None and head.weight.requires_grad)
     )
     pieces = []
     for start in range(0, flat.shape[0], step):
-        args = (flat[start : start + step], flat_targets[start : start + step], head)
+        window = slice(start, start + step)
+        temps = None if flat_temps is None else flat_temps[window]
+        args = (flat[window], flat_targets[window], head, temps)
         if differentiable:  # the chunk's logits are recomputed in the backward pass
             pieces.append(checkpoint(_chunk_logprobs, *args, use_reentrant=False))
         else:
@@ -112,11 +123,39 @@ def token_logprobs(
     return torch.cat(pieces).reshape(targets.shape)
 
 
-def _chunk_logprobs(
-    states: torch.Tensor, targets: torch.Tensor, head: torch.nn.Linear | None
+def row_temperatures(
+    temperature: float | torch.Tensor, rows: int, device: torch.device | str
 ) -> torch.Tensor:
-    """``(n,)`` log-probs of ``(n, 1)`` targets under ``(n, H)`` states (or logits)."""
+    """``(rows,)`` float32 temperatures from one number or a ``(rows,)`` tensor, all > 0.
+
+    Raises:
+        ValueError: On a shape other than ``(rows,)`` or a temperature that is not > 0.
+    """
+    t = torch.as_tensor(temperature, dtype=torch.float32, device=device)
+    if t.ndim == 0:
+        t = t.expand(rows)
+    if t.shape != (rows,):
+        raise ValueError(
+            f"temperature must be a number or one per row ({rows},), got {tuple(t.shape)}"
+        )
+    if not bool(torch.all(torch.isfinite(t) & (t > 0))):
+        raise ValueError(f"temperatures must be finite and > 0, got {t.tolist()}")
+    return t
+
+
+def _chunk_logprobs(
+    states: torch.Tensor,
+    targets: torch.Tensor,
+    head: torch.nn.Linear | None,
+    temperature: torch.Tensor | None,
+) -> torch.Tensor:
+    """``(n,)`` log-probs of ``(n, 1)`` targets under ``(n, H)`` states (or logits).
+
+    ``temperature`` is ``(n, 1)`` (each position's divisor of the logits) or None (1).
+    """
     logits = states if head is None else F.linear(states, head.weight, head.bias)
     logits = logits.float()  # (n, V)
+    if temperature is not None:
+        logits = logits / temperature
     chosen = logits.gather(-1, targets).squeeze(-1)  # (n,)
     return chosen - torch.logsumexp(logits, dim=-1)

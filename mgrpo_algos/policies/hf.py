@@ -6,8 +6,9 @@ mask and position ids that count from each prompt's first real token, then
 every step feeds one token per sequence and reuses the cache. The per-step work
 is a fixed number of tensor operations (one forward, one sampling draw), with
 no Python work that grows with the sequence. Sampling log-probs are
-``log_softmax`` of the raw logits (temperature 1), the numbers `logprobs`
-recomputes for training (see `mgrpo_algos.policies.base`).
+``log_softmax(logits / T)`` at the sampling temperature ``T``, the numbers
+``logprobs(..., temperature=T)`` recomputes for training (see
+`mgrpo_algos.policies.base`).
 
 Prefix caching: ``generate(..., sessions=keys)`` keeps, per key, the keys and
 values of the row's whole sequence (prompt and completion, but the last sampled
@@ -43,7 +44,7 @@ from mgrpo_algos.policies.decoding import (
     decode_loop,
     make_decoder,
 )
-from mgrpo_algos.policies.head import decoder_states, token_logprobs
+from mgrpo_algos.policies.head import decoder_states, row_temperatures, token_logprobs
 from mgrpo_algos.policies.prefix import PrefixGroups, shared_prefix_logprobs
 from mgrpo_algos.policies.sampling import check_sampling_args, left_pad
 from mgrpo_algos.policies.smollm import smollm2_gguf_path
@@ -343,7 +344,12 @@ class HFPolicy:
 
     # ------------------------------------------------------------------ model
 
-    def logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def logprobs(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        temperature: float | torch.Tensor = 1.0,
+    ) -> torch.Tensor:
         """Differentiable ``log p(input_ids[:, t + 1] | input_ids[:, : t + 1])``.
 
         Positions count from each row's first real token, as in `generate`, so
@@ -352,6 +358,8 @@ class HFPolicy:
         Args:
             input_ids: ``(B, T)`` token ids, padded on either side.
             attention_mask: ``(B, T)``, 1 on real tokens, 0 on padding.
+            temperature: Divides the logits: one number > 0, or ``(B,)`` one per
+                row (each row's sampling temperature, as `generate` scored it).
 
         Returns:
             ``(B, T - 1)`` float32 log-probs, 0 where the target token is padding.
@@ -371,11 +379,17 @@ class HFPolicy:
         states, head, _ = decoder_states(
             self.model, input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False
         )  # (B, T, H)
-        logp = token_logprobs(states[:, :-1], head, ids[:, 1:])  # (B, T-1)
+        scale = row_temperatures(temperature, ids.shape[0], self.device)  # (B,)
+        temps = None if bool((scale == 1.0).all()) else scale[:, None].expand(-1, ids.shape[1] - 1)
+        logp = token_logprobs(states[:, :-1], head, ids[:, 1:], temperature=temps)  # (B, T-1)
         return logp.masked_fill(mask[:, 1:] == 0, 0.0)
 
     def logprobs_shared_prefix(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, groups: PrefixGroups
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        groups: PrefixGroups,
+        temperature: float | torch.Tensor = 1.0,
     ) -> torch.Tensor:
         """`logprobs` of right-padded rows, each group's shared prefix run once.
 
@@ -391,6 +405,7 @@ class HFPolicy:
             groups: ``index`` ``(B,)``, each row's group; ``lengths`` ``(G,)``,
                 each group's prefix length (``prefix_groups`` finds them for
                 trajectories).
+            temperature: As in `logprobs`; the rows of a group share one.
 
         Returns:
             ``(B, T - 1)`` float32 log-probs, 0 where the target token is padding.
@@ -405,6 +420,7 @@ class HFPolicy:
             attention_mask.to(self.device),
             groups,
             pad_id=self.pad_id,
+            temperature=row_temperatures(temperature, input_ids.shape[0], self.device),
         )
 
     def generate(
@@ -442,7 +458,7 @@ class HFPolicy:
                 does not use the fast decoder. See `release`.
 
         Returns:
-            Completions (with the stop token when produced), their temperature-1
+            Completions (with the stop token when produced), their tempered
             log-probs, texts without special tokens, and whether each stopped.
 
         Raises:

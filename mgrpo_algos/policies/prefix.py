@@ -26,6 +26,7 @@ the two calls forward fewer padded tokens than one call on the full rows.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -62,7 +63,7 @@ class PrefixGroups(NamedTuple):
 
 
 def prefix_groups(trajs: Sequence[Trajectory]) -> PrefixGroups:
-    """Group ``trajs`` (in order) by ``(agent, group_id)`` with their shared prefixes.
+    """Group ``trajs`` (in order) by ``(agent, group_id, temperature)`` with their shared prefixes.
 
     A group's prefix is the longest common prefix of its members' ``input_ids``,
     cut before the first position where any member's ``action_mask`` is 1. A group
@@ -78,11 +79,12 @@ def prefix_groups(trajs: Sequence[Trajectory]) -> PrefixGroups:
     Raises:
         ValueError: If a trajectory has no token.
     """
-    members: dict[tuple[str, int], list[int]] = {}
+    members: dict[tuple[str, int, float], list[int]] = {}
     for row, t in enumerate(trajs):
         if t.num_tokens < 1:
             raise ValueError(f"expected trajectories of >= 1 token; row {row} has none")
-        members.setdefault((t.agent, t.group_id), []).append(row)
+        # one temperature per group: its prefix's log-probs are computed once
+        members.setdefault((t.agent, t.group_id, t.temperature), []).append(row)
     index = np.zeros(len(trajs), dtype=np.int64)
     lengths: list[int] = []
     for rows in members.values():
@@ -135,6 +137,7 @@ def shared_prefix_logprobs(
     groups: PrefixGroups,
     *,
     pad_id: int = 0,
+    temperature: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Differentiable next-token log-probs, each group's prefix run once.
 
@@ -148,6 +151,8 @@ def shared_prefix_logprobs(
         groups: Row ``b`` starts with the ``groups.lengths[groups.index[b]]``
             tokens of its group's prefix.
         pad_id: Id fed at padded places (never attended to or scored).
+        temperature: ``(B,)`` each row's temperature (the logits are divided by
+            it); the rows of a group share one. None: 1 everywhere.
 
     Returns:
         ``(B, T - 1)`` float32, ``log p(input_ids[:, t + 1] | input_ids[:, : t + 1])``,
@@ -164,6 +169,7 @@ def shared_prefix_logprobs(
     index, lengths = groups.index.to(device), groups.lengths.to(device)
     _check_groups(index, lengths, n)
     prefix_ids, prefix_mask = _prefix_batch(ids, index, lengths, pad_id)  # (G, P)
+    temps = _group_temperatures(temperature, index, lengths.numel())  # (G,) or None
     kwarg = _cache_kwarg(model)
     # hidden states, not (G, P, V) logits: the output layer runs chunk by chunk (head.py)
     states, head, out = decoder_states(
@@ -176,19 +182,22 @@ def shared_prefix_logprobs(
     start = lengths[index]  # (B,)
 
     # predictions inside the prefix: the same for every row of a group
-    inner = token_logprobs(states[:, :-1], head, prefix_ids[:, 1:])[index]  # (B, P-1)
+    inner_t = None if temps is None else temps[:, None].expand(-1, prefix_ids.shape[1] - 1)
+    inner = token_logprobs(states[:, :-1], head, prefix_ids[:, 1:], temperature=inner_t)
+    inner = inner[index]  # (B, P-1)
     inner_cols = torch.arange(inner.shape[1], device=device).expand_as(inner)  # (B, P-1)
     inner_ok = inner_cols < (start - 1)[:, None]
 
     # the prefix's last token predicts each row's first suffix token
     target = ids.gather(1, start.clamp(max=ids.shape[1] - 1)[:, None])  # (B, 1)
-    edge = token_logprobs(states[index, start - 1][:, None], head, target)  # (B, 1)
+    edge_t = None if temps is None else temps[index][:, None]  # (B, 1)
+    edge = token_logprobs(states[index, start - 1][:, None], head, target, temperature=edge_t)
     edge_cols = (start - 1)[:, None]  # (B, 1)
     edge_ok = start[:, None] < n[:, None]
 
     # the suffixes, attending to their group's cached prefix
     suffix_lp, suffix_cols, suffix_ok = _suffix_logprobs(
-        model, out, kwarg, ids, n, start, index, prefix_mask, pad_id
+        model, out, kwarg, ids, n, start, index, prefix_mask, pad_id, temps
     )
 
     values = torch.cat([inner, edge, suffix_lp], dim=1)  # (B, C)
@@ -211,6 +220,7 @@ def _suffix_logprobs(
     index: torch.Tensor,
     prefix_mask: torch.Tensor,
     pad_id: int,
+    temps: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Log-probs of every suffix token after the first, with their columns and validity.
 
@@ -239,8 +249,30 @@ def _suffix_logprobs(
         use_cache=True,
         **{kwarg: cache},
     )  # (B, S, H)
-    logp = token_logprobs(states, head, tokens[:, 1:])  # (B, S)
+    suffix_t = None if temps is None else temps[index][:, None].expand(-1, steps)  # (B, S)
+    logp = token_logprobs(states, head, tokens[:, 1:], temperature=suffix_t)  # (B, S)
     return logp, src[:, :-1], real[:, 1:]
+
+
+def _group_temperatures(
+    temperature: torch.Tensor | None, index: torch.Tensor, groups: int
+) -> torch.Tensor | None:
+    """``(G,)`` each group's temperature, or None when every row's is 1.
+
+    Raises:
+        ValueError: If two rows of one group have different temperatures.
+    """
+    if temperature is None or bool((temperature == 1.0).all()):
+        return None
+    t = temperature.to(index.device, torch.float32)
+    low = torch.full((groups,), math.inf, device=t.device).scatter_reduce(0, index, t, "amin")
+    high = torch.full((groups,), -math.inf, device=t.device).scatter_reduce(0, index, t, "amax")
+    if not bool((low == high).all()):
+        raise ValueError(
+            "the rows of a prefix group must share one temperature; got groups with "
+            f"{low.tolist()} to {high.tolist()}"
+        )
+    return low
 
 
 def _prefix_batch(

@@ -81,7 +81,12 @@ def sample_next(
     *,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw one token per row and return it with its temperature-1 log-prob.
+    """Draw one token per row and return it with its log-prob at the sampling temperature.
+
+    The log-prob is that of the tempered distribution ``log_softmax(logits / T)``
+    (``T = 1`` when greedy), without top-k/top-p truncation: the policy a learner
+    optimises is the tempered one, so the learner recomputes the same number
+    (`mgrpo_algos.policies.base`, "Log-probabilities").
 
     Args:
         logits: ``(B, V)`` float32 raw logits.
@@ -91,13 +96,14 @@ def sample_next(
         generator: Random generator of the one uniform draw per call.
 
     Returns:
-        ``(B,)`` token ids and ``(B,)`` log-probs under ``log_softmax(logits)``.
+        ``(B,)`` token ids and ``(B,)`` log-probs under ``log_softmax(logits / T)``.
     """
-    logp_all = torch.log_softmax(logits, dim=-1)  # (B, V)
+    scale = logit_temperature(temperature)
+    logp_all = torch.log_softmax(logits if scale == 1.0 else logits / scale, dim=-1)  # (B, V)
     if temperature == 0.0 or top_k == 1:
         token = logits.argmax(dim=-1)
     else:
-        if temperature == 1.0 and top_k == 0 and top_p >= 1.0:
+        if top_k == 0 and top_p >= 1.0:
             scores = logp_all
         else:
             scores = _truncate(logits / temperature, top_p, top_k)
@@ -107,6 +113,15 @@ def sample_next(
         uniform = torch.rand(scores.shape, generator=generator, device=scores.device)
         token = (scores - torch.log(-torch.log(uniform))).argmax(dim=-1)
     return token, logp_all.gather(-1, token[:, None]).squeeze(-1)
+
+
+def logit_temperature(temperature: float) -> float:
+    """The temperature that divides the logits of the stored log-probs: ``T``, or 1 when greedy.
+
+    A greedy pick (``T = 0``) has no tempered distribution; its log-probs are the
+    model's own.
+    """
+    return float(temperature) if temperature > 0 else 1.0
 
 
 def _truncate(scores: torch.Tensor, top_p: float, top_k: int) -> torch.Tensor:
