@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
 from mgrpo_envs.core.codecs import ToolCall
-from mgrpo_envs.core.rewards import answers_match
+from mgrpo_envs.core.rewards import answers_match, fact_in_answer
 from mgrpo_envs.core.tools import Tool
 
 _WORD = re.compile(r"[a-z0-9]+")
@@ -70,6 +70,16 @@ def match_fuzzy(facts: Sequence[Fact], subtask: str) -> Fact | None:
         if score >= best_score and (best is None or score > best_score):
             best, best_score = fact, score
     return best
+
+
+def pool_of(value: str, pools: Iterable[Sequence[str]]) -> Sequence[str]:
+    """The first of ``pools`` that holds ``value`` (case-folded), or ``()``.
+
+    A helper for :meth:`Episode.rivals`: a task keeps one pool of names per kind (its
+    people, its cities, ...) and a name gold's rivals are the names of its pool.
+    """
+    key = value.casefold()
+    return next((p for p in pools if any(key == name.casefold() for name in p)), ())
 
 
 @dataclass(frozen=True)
@@ -205,18 +215,48 @@ class Episode(ABC):
         )
 
     def expert_score(self, role: str, subtask: str, result: str) -> float:
-        """Verifiable ``r_expert``: 1.0 if ``result`` is the gold value of the fact asked for.
+        """Verifiable ``r_expert``: 1.0 if ``result`` states the fact asked for, else 0.0.
 
         The fact asked for is :meth:`match_fact`'s (exact by default); a subtask
-        that matches no fact scores 0.0.
+        that matches no fact scores 0.0. The result is judged by :meth:`check_fact`:
+        the fact's value anywhere in it, and no conflicting value.
         """
         fact = self.match_fact(role, subtask)
         if fact is None:
             return 0.0
-        return 1.0 if self.check(result, fact.answer) else 0.0
+        return 1.0 if self.check_fact(result, fact) else 0.0
+
+    def check_fact(self, given: str, fact: Fact) -> bool:
+        """Whether a sub-agent's result states ``fact``'s value and no conflicting one.
+
+        The value is judged wherever it appears in the result (``605``, ``605 dollars``
+        and ``The fare is 605.`` all state ``605``); another number, or one of
+        :meth:`rivals`, next to it is a conflict. The rule is
+        :func:`~mgrpo_envs.core.rewards.fact_in_answer`'s, with :attr:`rel_tol`; the
+        fact's canonical subtask is echo (its own values never conflict).
+        """
+        return fact_in_answer(
+            given, fact.answer, rel_tol=self.rel_tol, rivals=self.rivals(fact), echo=fact.subtask
+        )
+
+    def rivals(self, fact: Fact) -> Sequence[str]:
+        """Names a result for ``fact`` must not give besides its value (default: none).
+
+        A task that knows the names its values are drawn from returns those of the
+        gold's kind here (the other people, cities, companies, near-duplicates among
+        them), so that ``Mara Quill or Mara Vance`` does not earn ``r_expert`` for the
+        gold ``Mara Quill``. Numbers need no rivals: any other number conflicts with a
+        numeric gold by itself.
+        """
+        return ()
 
     def check(self, given: str, gold: str) -> bool:
-        """Answer check used for the final answer and for facts."""
+        """The bare-value answer check (:func:`~mgrpo_envs.core.rewards.answers_match`).
+
+        It scores main's final answer (``r_correct``) and tells the scripted main
+        agent which result it was given is which fact's value; a sub-agent's result
+        is judged by :meth:`check_fact` instead.
+        """
         return answers_match(given, gold, rel_tol=self.rel_tol)
 
 

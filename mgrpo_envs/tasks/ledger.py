@@ -42,7 +42,8 @@ Answers and tolerance
     Numbers match when within a relative ``tolerance`` (default 1%) of the gold
     value; names match after lower-casing and dropping punctuation and articles.
     A list matches when it has as many comma-separated items as the gold list and
-    each item matches in order. The same check scores the analyst's results.
+    each item matches in order. That is main's check; an analyst's result is judged
+    by the figure's value anywhere in it (below).
 
 Observation and action
     ``Text`` spaces (printable ASCII, ``max_observation_chars`` long). The observation
@@ -54,10 +55,15 @@ Rewards (paid at the end; see :mod:`mgrpo_envs.core.rewards`)
     ``main``: 0 without a well-formed answer, else ``0.1 * r_format + 0.9 * correct``.
     ``analyst``: mean over its calls of 0 (no ``return``) or
     ``0.1 * r_format + 0.4 * correct_main + 0.5 * expert``; ``expert`` is 1 when the
-    returned text matches the gold value of the figure the subtask asks for (a
-    subtask asks for a figure when it equals the figure's canonical subtask, the one
-    the scripted main agent delegates, up to case, whitespace and punctuation; see
-    ``Episode.match_fact``).
+    returned text states the gold value of the figure the subtask asks for anywhere
+    in it, within ``tolerance`` (``412``, ``412 dollars``, ``Orion Foods: 412``,
+    ``The top company is Orion Foods.``), and no conflicting value: beside an
+    amount no other number (``412 or 380``, and the working ``600-188=412``, score
+    0; ``Q3`` is a word, not a number), beside a company no other company name
+    (``Orion Foods or Orion Freight`` scores 0); see ``Episode.check_fact``, the
+    rule of ``mgrpo_envs.core.rewards.fact_in_answer``. A subtask asks for a figure
+    when it equals the figure's canonical subtask, the one the scripted main agent
+    delegates, up to case, whitespace and punctuation (``Episode.match_fact``).
 
 Episode end
     ``main`` answers (terminated), or a budget runs out (truncated): main turns,
@@ -78,7 +84,10 @@ Version history
     v0: first release. Change within v0: a subtask is matched to its fact exactly
     (normalised text equal) rather than by word overlap, which took "fare from A to
     B" for "fare from B to A"; word-overlap matching is opt-in
-    (``Episode.fact_matching = "fuzzy"``).
+    (``Episode.fact_matching = "fuzzy"``). Change within v0 (issue 33): ``expert``
+    judges the figure by its value anywhere in the analyst's result (``Orion Foods:
+    412`` now scores as ``412`` did; a conflicting value scores 0), where only the
+    bare value (or list) scored before.
 """
 
 from __future__ import annotations
@@ -94,7 +103,7 @@ from mgrpo_envs.core.calculator import format_number
 from mgrpo_envs.core.codecs import ToolCall
 from mgrpo_envs.core.env import HierarchicalToolEnv, difficulty_knobs
 from mgrpo_envs.core.rewards import RewardWeights, answers_match
-from mgrpo_envs.core.task import Episode, Fact, Task, ToolEvent
+from mgrpo_envs.core.task import Episode, Fact, Task, ToolEvent, pool_of
 from mgrpo_envs.core.tools import Tool, ToolError
 
 ROLE = "analyst"
@@ -106,6 +115,8 @@ NAME_SECOND = (
     "Foods Freight Systems Motors Mills Works Logistics Supplies Partners Holdings "
     "Dynamics Goods Trading Instruments"
 ).split()
+#: Every company name: the rivals of a company gold (r_expert of a "top" figure).
+COMPANY_NAMES = tuple(f"{a} {b}" for a in NAME_FIRST for b in NAME_SECOND)
 SECTOR_NAMES = "Retail Energy Transport Health Media Farming Mining Software".split()
 REGION_NAMES = "North South East West Coast Highlands".split()
 QUARTERS = ("Q1", "Q2", "Q3", "Q4")
@@ -262,8 +273,16 @@ class LedgerEpisode(Episode):
         self.plans = {f.subtask: f.plan for f in figures}
 
     def check(self, given: str, gold: str) -> bool:
-        """Numbers within ``rel_tol``; lists item by item (see the env card)."""
+        """Main's answer: numbers within ``rel_tol``; lists item by item (see the env card).
+
+        An analyst's result is judged by the default :meth:`check_fact` (a figure is
+        one value, never a list), with :meth:`rivals` for a company gold.
+        """
         return list_match(given, gold, self.rel_tol)
+
+    def rivals(self, fact: Fact) -> Sequence[str]:
+        """Every company name, when the gold is one (a "top" figure); else none."""
+        return pool_of(fact.answer, (COMPANY_NAMES,))
 
     def tools(self, role: str) -> list[Tool]:
         if role != ROLE:

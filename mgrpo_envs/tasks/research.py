@@ -37,10 +37,14 @@ Rewards (paid at the end; see :mod:`mgrpo_envs.core.rewards`)
     ``main``: 0 without a well-formed answer, else ``0.1 * r_format + 0.9 * correct``.
     ``searcher``: mean over its calls of 0 (no ``return``) or
     ``0.1 * r_format + 0.4 * correct_main + 0.5 * expert``; ``expert`` is 1 when the
-    returned text is the gold value of the fact the subtask asks for (a
-    subtask asks for a fact when it equals the fact's canonical subtask, the one
-    the scripted main agent delegates, up to case, whitespace and punctuation; see
-    ``Episode.match_fact``).
+    returned text states the gold value of the fact the subtask asks for anywhere
+    in it (``1987``, ``born in 1987``, ``It was directed by Mara Quill.``) and no
+    conflicting value: beside a year no other number, beside a name no other name
+    of its kind (person, film, studio, city or country), so ``1987 or 1988`` and
+    ``Mara Quill or Mara Vance`` score 0 (``Episode.check_fact``, the rule of
+    ``mgrpo_envs.core.rewards.fact_in_answer``). A subtask asks for a fact when it
+    equals the fact's canonical subtask, the one the scripted main agent
+    delegates, up to case, whitespace and punctuation (``Episode.match_fact``).
 
 Episode end
     ``main`` answers (terminated), or a budget runs out (truncated): main turns,
@@ -64,7 +68,10 @@ Version history
     (normalised text equal) rather than by word overlap, which took "fare from A to
     B" for "fare from B to A"; word-overlap matching is opt-in
     (``Episode.fact_matching = "fuzzy"``). Added within v0: ``doc_ref="title"``
-    (the default, ``id``, is v0's behaviour unchanged).
+    (the default, ``id``, is v0's behaviour unchanged). Change within v0 (issue
+    33): ``expert`` judges the fact by its value anywhere in the searcher's result
+    (``born in 1987`` now scores as ``1987`` did; a conflicting value scores 0),
+    where only the bare value scored before.
 """
 
 from __future__ import annotations
@@ -80,7 +87,7 @@ import numpy as np
 from mgrpo_envs.core.codecs import ToolCall
 from mgrpo_envs.core.env import HierarchicalToolEnv, difficulty_knobs
 from mgrpo_envs.core.rewards import RewardWeights, answers_match
-from mgrpo_envs.core.task import Episode, Fact, Task, ToolEvent
+from mgrpo_envs.core.task import Episode, Fact, Task, ToolEvent, pool_of
 from mgrpo_envs.core.tools import Tool, ToolError
 
 FIRST_NAMES = (
@@ -115,6 +122,15 @@ CITY_NAMES = (
     "Bellmoor|Cairnby|Halvik|San Teodor|Rookhaven|Ember Falls|Quillon|Tarsk"
 ).split("|")
 COUNTRIES = "Norland Estavia Calmaria Vestria Orlando Ruskara Belmont Suvria".split()
+#: Every name a fact's value can take, one pool per kind: a name gold's rivals (r_expert).
+NAMES_BY_KIND: dict[str, tuple[str, ...]] = {
+    **{
+        kind: tuple(f"{a} {b}" for a in first for b in second)
+        for kind, (first, second) in NAME_POOLS.items()
+    },
+    "city": tuple(CITY_NAMES),
+    "country": tuple(COUNTRIES),
+}
 
 # relation name -> (subject type, object type or None for a year, noun phrase)
 RELATIONS: dict[str, tuple[str, str | None, str]] = {
@@ -374,6 +390,10 @@ class ResearchEpisode(Episode):
 
     def begin_call(self, role: str, subtask: str) -> None:
         self._subtask = subtask
+
+    def rivals(self, fact: Fact) -> Sequence[str]:
+        """Every name of the gold's kind (people, films, studios, cities or countries)."""
+        return pool_of(fact.answer, NAMES_BY_KIND.values())
 
     def tools(self, role: str) -> list[Tool]:
         if role != "searcher":

@@ -58,10 +58,14 @@ Rewards (paid at the end; see :mod:`mgrpo_envs.core.rewards`)
     (answers compared after lower-casing and dropping punctuation and articles).
     ``navigator``: mean over its calls of 0 (no ``return``) or
     ``0.1 * r_format + 0.4 * correct_main + 0.5 * expert``; ``expert`` is 1 when the
-    returned text is the gold value of the part the subtask asks for (a
-    subtask asks for a part when it equals the part's canonical subtask, the one
-    the scripted main agent delegates, up to case, whitespace and punctuation; see
-    ``Episode.match_fact``).
+    returned text states the gold value of the part the subtask asks for anywhere
+    in it (``23``, ``Member count: 23``, ``The head is Mara Quill.``) and no
+    conflicting value: beside a year or count no other number, beside a name no
+    other name of its type (person, city or building), so ``23 or 31`` and ``Mara
+    Quill or Leo Vance`` score 0 (``Episode.check_fact``, the rule of
+    ``mgrpo_envs.core.rewards.fact_in_answer``). A subtask asks for a
+    part when it equals the part's canonical subtask, the one the scripted main
+    agent delegates, up to case, whitespace and punctuation (``Episode.match_fact``).
 
 Episode end
     ``main`` answers (terminated), or a budget runs out (truncated): main turns,
@@ -85,7 +89,10 @@ Version history
     v0: first release. Change within v0: a subtask is matched to its fact exactly
     (normalised text equal) rather than by word overlap, which took "fare from A to
     B" for "fare from B to A"; word-overlap matching is opt-in
-    (``Episode.fact_matching = "fuzzy"``).
+    (``Episode.fact_matching = "fuzzy"``). Change within v0 (issue 33): ``expert``
+    judges the part by its value anywhere in the navigator's result (``Member
+    count: 23`` now scores as ``23`` did; a conflicting value scores 0), where only
+    the bare value scored before.
 """
 
 from __future__ import annotations
@@ -99,7 +106,7 @@ import numpy as np
 from mgrpo_envs.core.codecs import ToolCall
 from mgrpo_envs.core.env import HierarchicalToolEnv, difficulty_knobs
 from mgrpo_envs.core.rewards import RewardWeights
-from mgrpo_envs.core.task import Episode, Fact, Task, ToolEvent
+from mgrpo_envs.core.task import Episode, Fact, Task, ToolEvent, pool_of
 from mgrpo_envs.core.tools import Tool, ToolError
 
 ROLE = "navigator"
@@ -124,6 +131,12 @@ CITIES = (
 ).split("|")
 TREES = "Birch Cedar Maple Willow Alder Rowan Hazel Aspen Linden Juniper".split()
 BUILDING_KINDS = "Hall Building House Wing".split()
+#: Every name a part's value can take, one pool per type: a name gold's rivals (r_expert).
+NAMES_BY_TYPE: dict[str, tuple[str, ...]] = {
+    "person": tuple(f"{a} {b}" for a in FIRST_NAMES for b in LAST_NAMES),
+    "city": tuple(CITIES),
+    "building": tuple(f"{a} {b}" for a in TREES for b in BUILDING_KINDS),
+}
 
 
 @dataclass(frozen=True)
@@ -581,6 +594,10 @@ class WebWalkEpisode(Episode):
 
     def begin_call(self, role: str, subtask: str) -> None:
         self._current, self._back = None, []
+
+    def rivals(self, fact: Fact) -> Sequence[str]:
+        """Every name of the gold's type (people, cities or buildings)."""
+        return pool_of(fact.answer, NAMES_BY_TYPE.values())
 
     def tools(self, role: str) -> list[Tool]:
         if role != ROLE:
