@@ -77,6 +77,7 @@ from mgrpo_algos.rollout import (
     check_role_temperature,
 )
 from mgrpo_algos.store import RolloutReward
+from mgrpo_algos.watch import IdleRoles, output_metrics
 from mgrpo_envs.core.rewards import (
     FORMAT_REWARDS,
     FormatReward,
@@ -1211,6 +1212,7 @@ class Learner(ABC):
             "success_rate": result.success_rate,
         }
         m.update(reward_metrics(scored, self.roles))
+        m.update(output_metrics(result.outputs, result.cut, scored, self.roles))
         m["loss/main"] = stats.get(f"loss/{MAIN}")
         m["loss/sub"] = weighted_loss(stats, subs)
         m["optim/lr"] = next(iter(self.schedulers.values())).get_last_lr()[0]
@@ -1253,9 +1255,11 @@ class Learner(ABC):
         bar = tqdm(
             total=cfg.steps, initial=self.step_idx, desc=cfg.algo, disable=not progress, unit="step"
         )
+        idle = IdleRoles(self.owner, cfg.max_new_tokens)  # warns about roles that never train
         last = False
         while not last and self.step_idx < cfg.steps:
             metrics = self.train_step()
+            idle.observe(metrics)  # logged (the "mgrpo" logger); the bar names the roles
             last = self.step_idx == cfg.steps
             if cfg.eval_every and (self.step_idx % cfg.eval_every == 0 or last):
                 metrics.update(eval_metrics(self.evaluate()))
@@ -1268,7 +1272,8 @@ class Learner(ABC):
             if self.out_dir is not None and ((every and self.step_idx % every == 0) or last):
                 self.save_checkpoint()
             bar.update(1)
-            bar.set_postfix(success=f"{metrics['success_rate']:.2f}")
+            untrained = {"untrained": ",".join(sorted(idle.warned))} if idle.warned else {}
+            bar.set_postfix(success=f"{metrics['success_rate']:.2f}", **untrained)
         bar.close()
         return history
 

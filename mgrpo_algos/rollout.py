@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,7 +105,11 @@ class EpisodeRecord:
 
 @dataclass
 class RolloutResult:
-    """Trajectories of a collection, the episodes' outcomes and where the time went."""
+    """Trajectories of a collection, the episodes' outcomes and where the time went.
+
+    ``outputs`` counts the outputs each role's policy sampled, ``cut`` those that
+    ended at ``max_new_tokens`` without a stop token (role -> count).
+    """
 
     trajectories: list[Trajectory]
     episodes: list[EpisodeRecord]
@@ -113,6 +117,8 @@ class RolloutResult:
     env_seconds: float
     generate_seconds: float
     wall_seconds: float
+    outputs: dict[str, int] = field(default_factory=dict)
+    cut: dict[str, int] = field(default_factory=dict)
 
     @property
     def success_rate(self) -> float:
@@ -220,7 +226,7 @@ class RolloutEngine:
         if group_size < 1:
             raise ValueError(f"group_size must be >= 1, got {group_size}")
         t0 = time.perf_counter()
-        timers = {"env": 0.0, "generate": 0.0, "tokens": 0}
+        timers = {"env": 0.0, "generate": 0.0, "tokens": 0, "outputs": Counter(), "cut": Counter()}
         slots = []
         for q, seed in enumerate(seeds):
             for k in range(group_size):
@@ -250,6 +256,8 @@ class RolloutEngine:
             env_seconds=timers["env"],
             generate_seconds=timers["generate"],
             wall_seconds=time.perf_counter() - t0,
+            outputs=dict(timers["outputs"]),
+            cut=dict(timers["cut"]),
         )
 
     def _prepare(self, slot: _Slot, requests: dict, timers: dict) -> None:
@@ -327,6 +335,9 @@ class RolloutEngine:
         )
         timers["generate"] += time.perf_counter() - tick
         timers["tokens"] += out.num_tokens
+        agent = batch[0][1].agent
+        timers["outputs"][agent] += len(out)
+        timers["cut"][agent] += sum(not f for f in out.finished)
         version = out.policy_version
         for i, (slot, call) in enumerate(batch):
             if version is not None:

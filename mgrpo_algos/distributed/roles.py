@@ -165,8 +165,8 @@ class RoleModel:
             if base is None:
                 raise ValueError(f"the adapter of {name!r} needs its base model's files")
             policy = lora_policy_from_files(*base, policy, trained=trained)
-            if config.beta > 0:  # the reference: the initial adapter, frozen (`ref`'s state)
-                ref = lora.initial_reference(policy, ref if trained else None)
+            if config.beta > 0 and trained:  # the reference: the initial adapter, frozen
+                ref = lora.initial_reference(policy, ref)
         self.policy = policy.to(device)
         self.policies = {role: self.policy for role in roles}
         self.refs = {name: ref.to(device)} if ref is not None else {}

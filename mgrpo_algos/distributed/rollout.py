@@ -25,6 +25,7 @@ import dataclasses
 import pickle
 import time
 import uuid
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -211,4 +212,6 @@ class RayRollouts:
             env_seconds=sum(r.env_seconds for r in results),
             generate_seconds=sum(r.generate_seconds for r in results),
             wall_seconds=time.perf_counter() - pending.started,
+            outputs=dict(sum((Counter(r.outputs) for r in results), Counter())),
+            cut=dict(sum((Counter(r.cut) for r in results), Counter())),
         )
