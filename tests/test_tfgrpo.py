@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
-from mgrpo_algos.cli import main
+from mgrpo_algos.buffer import Trajectory
+from mgrpo_algos.cli import config_of, main, parse_train
 from mgrpo_algos.learner import load_run
 from mgrpo_algos.policies import HFPolicy
-from mgrpo_algos.rollout import RolloutConfig, RolloutEngine
+from mgrpo_algos.rollout import EpisodeRecord, RolloutConfig, RolloutEngine, RolloutResult
 from mgrpo_algos.tfgrpo import (
+    TRAIN_SET_SEED0,
     Experience,
     ExperienceLibrary,
     ExperiencePolicy,
@@ -20,6 +23,8 @@ from mgrpo_algos.tfgrpo import (
     TFGRPOConfig,
     TFGRPOTrainer,
     parse_operations,
+    relative_groups,
+    subtask_key,
 )
 
 # short budgets keep random-policy episodes (and their contexts) small
@@ -60,9 +65,13 @@ class Scripted:
         return [p for p in self.prompts if p.startswith(start)]
 
 
-def rig_rewards(trainer: TFGRPOTrainer, monkeypatch) -> None:
-    """Every outcome valid; query 0's odd rollouts correct (rewards differ), query 1 all wrong."""
+def rig_rewards(trainer: TFGRPOTrainer, monkeypatch) -> list[RolloutResult]:
+    """Every outcome valid; query 0's odd rollouts correct (rewards differ), query 1 all wrong.
+
+    Returns the list the rigged collections are appended to.
+    """
     real = trainer.engine.collect
+    seen: list[RolloutResult] = []
 
     def collect(*a, **kw):
         res = real(*a, **kw)
@@ -71,9 +80,11 @@ def rig_rewards(trainer: TFGRPOTrainer, monkeypatch) -> None:
             correct = ep.group_id == 0 and ep.rollout_id % 2 == 1
             outcome.update(format_ok=True, correct=correct, r_format=1.0)
             outcome.pop("outputs", None)
+        seen.append(res)
         return res
 
     monkeypatch.setattr(trainer.engine, "collect", collect)
+    return seen
 
 
 def params(policy) -> list[torch.Tensor]:
@@ -249,6 +260,110 @@ def test_the_default_reflector_is_the_policy_itself(monkeypatch) -> None:
         Reflector(42, max_new_tokens=4, temperature=0.0)
 
 
+# --------------------------------------------------------------------------- vs the paper
+# docs/training.md, "tf-grpo vs the paper": (a) ground truth, (b) a fixed training set
+# in epochs, (c) a sub-agent group holds calls at one subtask, (d) temperature 0.7.
+@pytest.mark.parametrize("shown", [True, False])
+def test_the_reflector_is_given_the_gold_answer_unless_turned_off(monkeypatch, shown) -> None:
+    reflector = Scripted()
+    trainer = TFGRPOTrainer(small(steps=1, reflect_ground_truth=shown), reflector=reflector)
+    seen = rig_rewards(trainer, monkeypatch)
+    m = trainer.train_step()
+    assert m["groups/kept"] == 1  # query 0
+    (gold,) = {ep.infos["main"]["outcome"]["gold"] for ep in seen[0].episodes if ep.group_id == 0}
+    line = f"Ground truth: the correct final answer is {gold}"
+    summaries = reflector.stage("You review one attempt")
+    (advantage,) = reflector.stage("Several attempts")
+    assert len(summaries) == 4
+    if shown:
+        assert all(line in p for p in summaries) and line in advantage
+    else:
+        assert not any("Ground truth" in p for p in reflector.prompts)
+
+
+def test_a_fixed_training_set_is_visited_in_epochs_each_in_its_own_order(monkeypatch) -> None:
+    def queries(**kw) -> list[list[int]]:
+        trainer = TFGRPOTrainer(small(steps=6, queries_per_step=2, **kw))
+        seen: list[list[int]] = []
+        monkeypatch.setattr(trainer.engine, "collect", lambda seeds, *a, **k: seen.append(seeds))
+        for step in range(6):
+            trainer.step_idx = step
+            trainer.collect()  # the learner's path to the engine
+        return seen
+
+    block = set(range(TRAIN_SET_SEED0, TRAIN_SET_SEED0 + 4))
+    steps = queries(train_queries=4)  # 2 steps an epoch: 3 epochs
+    epochs = [steps[0] + steps[1], steps[2] + steps[3], steps[4] + steps[5]]
+    assert all(sorted(e) == sorted(block) for e in epochs)  # the same set, every epoch
+    assert epochs[0] != epochs[1] or epochs[1] != epochs[2]  # shuffled per epoch
+    assert queries(train_queries=4) == steps  # fixed by the seed (a resume repeats it)
+    odd = queries(train_queries=3)  # 2 steps an epoch, the second wraps round
+    for first, second in zip(odd[::2], odd[1::2], strict=True):
+        assert set(first + second) == {TRAIN_SET_SEED0 + i for i in range(3)}
+        assert len(set(second)) == 2
+    fresh = queries(train_queries=None)  # ours: fresh queries every step
+    assert len({q for step in fresh for q in step}) == 12 and not block & set(fresh[0])
+
+
+def test_a_sub_agent_group_holds_calls_at_one_subtask() -> None:
+    reflector = Scripted()
+    trainer = TFGRPOTrainer(small(single_agent=False), reflector=reflector)
+    assert trainer.roles == ["main", "searcher"]
+    # (rollout, subtask as main wrote it, reward, gold value in the call's record)
+    calls = [
+        [("Population of Avon?", 0.9, "120"), ("capital of Bree", 0.1, None)],
+        [("population of  avon", 0.2, "120"), ("Capital of Bree.", 0.8, None)],
+        [("height of Tor", 0.3, None)],
+    ]
+    ids = np.array([5, 6, 7, 8])
+    mask, logps = np.array([0, 0, 1, 1], dtype=np.int8), np.zeros(4, dtype=np.float32)
+    trajs, episodes = [], []
+    for r, rollout in enumerate(calls):
+        records = [
+            {"subtask": sub, "format_ok": True, "expert": float(rew > 0.5), "gold": gold}
+            for sub, rew, gold in rollout
+        ]
+        outcome = {"correct": r == 1, "format_ok": True, "gold": "Avon"}
+        infos = {"main": {"outcome": outcome}, "searcher": {"calls": records}}
+        episodes.append(
+            EpisodeRecord(0, r, 7, r == 1, float(r == 1), len(rollout), "answer", 3, infos)
+        )
+        trajs.append(Trajectory("main", 0, r, 0, ids, mask, logps, reward=float(r == 1)))
+        trajs += [
+            Trajectory("searcher", 0, r, i, ids, mask, logps, reward=rew)
+            for i, (_, rew, _) in enumerate(rollout)
+        ]
+    result = RolloutResult(trajs, episodes, 0, 0.0, 0.0, 1.0)
+    groups = trainer.groups_of(result, trajs, {})
+    subtask_of = {rew: sub for rollout in calls for sub, rew, _ in rollout}
+    subs = [g for g in groups if g.role == "searcher"]
+    for g in subs:  # every sample of a group was given the group's subtask
+        assert {subtask_key(subtask_of[s.reward]) for s in g.samples} == {subtask_key(g.subtask)}
+    assert sorted((subtask_key(g.subtask), len(g.samples)) for g in subs) == [
+        ("capital of bree", 2),
+        ("height of tor", 1),
+        ("population of avon", 2),
+    ]
+    kept = relative_groups(groups)  # the lone call has no group to be compared in
+    assert sorted(len(g.samples) for g in kept if g.role == "searcher") == [2, 2]
+    trainer.reflect(kept)
+    advantages = reflector.stage("Several attempts")
+    assert any('searcher" at the same subtask "Population of Avon?"' in p for p in advantages)
+    truth = "Ground truth: the value the subtask asks for is 120"
+    assert sum(truth in p for p in reflector.stage("You review one attempt")) == 2
+
+
+def test_rollouts_sample_at_the_papers_temperature_by_default() -> None:
+    assert TFGRPOConfig().temperature == 0.7
+    trainer = TFGRPOTrainer(small(steps=1))
+    result = trainer.collect()
+    assert result.trajectories and all(t.temperature == 0.7 for t in result.trajectories)
+    train = ["--out", "x", "--queries-per-step", "2"]
+    args = [["--algo", "tf-grpo"], ["--algo", "tf-grpo", "--temperature", "1.0"], []]
+    temps = [config_of(parse_train([*train, *a])[0]).temperature for a in args]
+    assert temps == [0.7, 1.0, 1.0]  # tf-grpo's default; given; another algo's default
+
+
 # --------------------------------------------------------------------------- checkpoints
 def test_resume_restores_the_libraries_and_repeats_the_run(tmp_path, monkeypatch) -> None:
     answers = ["ADD: search first", "ADD: answer briefly\nDELETE 1"]
@@ -267,6 +382,18 @@ def test_resume_restores_the_libraries_and_repeats_the_run(tmp_path, monkeypatch
     assert resumed.libraries == full.libraries
     assert [e.text for e in resumed.libraries["main"]] == ["answer briefly"]
     assert (tmp_path / "part" / "ckpt-000002" / "policies" / "main" / "config.json").is_file()
+
+
+def test_a_run_recorded_before_the_paper_options_resumes_as_it_ran(tmp_path) -> None:
+    TFGRPOTrainer(small(steps=1), tmp_path / "run", reflector=Scripted()).train(progress=False)
+    path = tmp_path / "run" / "ckpt-000001" / "config.json"
+    recorded = json.loads(path.read_text())
+    assert (recorded["train_queries"], recorded["reflect_ground_truth"]) == (100, True)
+    for key in ("train_queries", "reflect_ground_truth"):
+        del recorded[key]
+    path.write_text(json.dumps(recorded))
+    resumed = TFGRPOTrainer.resume(tmp_path / "run", steps=2, reflector=Scripted())
+    assert (resumed.config.train_queries, resumed.config.reflect_ground_truth) == (None, False)
 
 
 def test_a_model_directory_is_referenced_and_eval_uses_the_libraries(tmp_path, monkeypatch) -> None:
@@ -299,6 +426,9 @@ def test_a_model_directory_is_referenced_and_eval_uses_the_libraries(tmp_path, m
         ({"model": "nowhere/at/all"}, r"model must be one of \['tiny', 'smollm2'\]"),
         ({"lora_rank": 4}, "tf-grpo updates no weights and runs embedded: lora_rank must be 0"),
         ({"single_agent": "yes"}, "single_agent must be True or False"),
+        ({"reflect_ground_truth": 1}, "reflect_ground_truth must be True or False"),
+        ({"train_queries": 0}, "train_queries must be None or an int >= 1, got 0"),
+        ({"train_queries": 4}, r"train_queries \(4\) must be >= queries_per_step \(8\)"),
         ({"sub_weights": (1.0,)}, "sub_weights must be 3 finite numbers"),
         ({"algo": "grpo"}, r"algo must be one of \['tf-grpo'\]"),
         ({"group_size": 1}, "group_size must be >= 2"),
@@ -319,6 +449,9 @@ def test_cli_trains_resumes_and_evaluates_a_tf_grpo_run(tmp_path, capsys) -> Non
     assert row["library/size/searcher"] == 0 and row["loss/main"] is None
     config = json.loads((out / "config.json").read_text())
     assert config["algo"] == "tf-grpo" and config["max_experiences"] == 5
+    paper = {"temperature": 0.7, "train_queries": 100, "reflect_ground_truth": True}
+    assert {k: config[k] for k in paper} == paper  # the defaults follow the paper
+    assert row["epoch"] == 0 and row["groups/single"] == 0
     assert (out / "ckpt-000001" / "experiences.json").is_file()
     assert main(["train", "--resume", str(out), "--steps", "2"]) == 0
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
