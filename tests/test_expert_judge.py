@@ -291,3 +291,23 @@ def test_main_still_needs_the_bare_answer() -> None:
     ep = FareEpisode()
     assert ep.check("605", ep.gold) and ep.check("605.0", ep.gold)
     assert not ep.check("The fare is 605.", ep.gold)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_each_call_record_carries_the_gold_of_its_fact(env_id: str) -> None:
+    """infos[role]["calls"][i]["gold"]: the value the expert judges the call against."""
+    env = mgrpo_envs.make(env_id, difficulty="easy")
+    env.reset(seed=3)
+    final: dict[str, dict] = {}
+    for agent in env.agent_iter():
+        _, _, term, trunc, info = env.last()
+        if term or trunc:
+            final[agent] = info
+        env.step(None if term or trunc else env.unwrapped.oracle_action())
+    episode = env.unwrapped.episode
+    records = [(r, c) for r in env.possible_agents[1:] for c in final[r].get("calls", [])]
+    assert records
+    for role, record in records:
+        fact = episode.match_fact(role, record["subtask"])
+        assert fact is not None and record["gold"] == fact.answer
+        assert record["expert"] == 1.0  # the scripted sub-agent returns the gold value

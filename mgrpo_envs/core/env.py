@@ -486,6 +486,12 @@ class HierarchicalToolEnv(AECEnv):
             return 0.0
         return self.episode.expert_score(conv.role, conv.subtask, conv.result)
 
+    def _gold(self, conv: Conversation) -> str | None:
+        """The gold value of the fact a call's subtask asks for (None: it asks for none)."""
+        assert self.episode is not None
+        fact = self.episode.match_fact(conv.role, conv.subtask or "")
+        return None if fact is None else fact.answer
+
     # ----------------------------------------------------------------- infos
     def _info(self, agent: str) -> dict[str, Any]:
         conv = self._main if agent == MAIN else self._last_call(agent)
@@ -538,6 +544,7 @@ class HierarchicalToolEnv(AECEnv):
                 "outputs": c.outputs,
                 "valid_outputs": c.valid_outputs,
                 "expert": self._expert(c),
+                "gold": self._gold(c),
                 "reward": r,
                 "turns": c.outputs,
                 "end_reason": c.end_reason,
