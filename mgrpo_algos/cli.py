@@ -3,14 +3,22 @@
 The options of ``train`` and ``sft`` are generated (with tyro) from the config
 dataclasses, so every field can be set, the defaults live in one place, and
 ``--help`` shows each field's documentation. A mistake of the user's (a bad value,
-a missing or damaged file, a directory that already holds a run) ends the command
-with one line naming it and what to do, and a non-zero exit.
+a missing or damaged file, an env that does not take an argument, a directory that
+already holds a run) ends the command with one line naming it and what is
+expected, and exit status 2; a failure of the machinery (a store, a file system, a
+Ray actor) with one line and status 1.
+
+The options are parsed and checked before torch, transformers or Ray is imported
+(seconds, tens of seconds on a loaded machine): this module and what it imports at
+module level load no learner. The config classes' fields come from their source
+(``config_reader``); the learners are imported once the options are known to be good.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -21,13 +29,20 @@ from typing import Any, Literal
 import tyro
 
 import mgrpo_envs
+from mgrpo_algos.config_reader import read_or_import
 from mgrpo_algos.distributed import RoleActorLost
-from mgrpo_algos.grpo import GRPOConfig
-from mgrpo_algos.lora import LORA_TARGETS
-from mgrpo_algos.mgrpo import MGRPOConfig
-from mgrpo_algos.sft import PRETRAINED_RECIPE, RECIPE, SFTConfig
+from mgrpo_algos.env_options import check_env, env_kwargs_of
 from mgrpo_algos.store import StoreError
-from mgrpo_algos.tfgrpo import TFGRPOConfig
+
+# The configs' fields, defaults and documentation, read without importing torch; the
+# real classes (imported in config_of and sft_config_of) validate the values.
+GRPOOptions = read_or_import("mgrpo_algos.grpo", "GRPOConfig")
+MGRPOOptions = read_or_import("mgrpo_algos.mgrpo", "MGRPOConfig")
+TFGRPOOptions = read_or_import("mgrpo_algos.tfgrpo", "TFGRPOConfig")
+SFTOptions = read_or_import("mgrpo_algos.sft", "SFTConfig")
+RECIPE = read_or_import("mgrpo_algos.sft", "RECIPE")
+PRETRAINED_RECIPE = read_or_import("mgrpo_algos.sft", "PRETRAINED_RECIPE")
+LORA_TARGETS = read_or_import("mgrpo_algos.lora", "LORA_TARGETS")
 
 USAGE = """usage: mgrpo {demo,sft,train,eval,export} [OPTIONS]
 
@@ -44,7 +59,7 @@ Difficulty = Literal["easy", "medium", "hard"]
 
 # --------------------------------------------------------------------------- train
 @dataclass
-class TrainArgs(MGRPOConfig):
+class TrainArgs(MGRPOOptions):
     """Train agents: writes OUT/config.json (resolved settings), OUT/metrics.jsonl, OUT/ckpt-*.
 
     Attributes:
@@ -58,6 +73,11 @@ class TrainArgs(MGRPOConfig):
         max_experiences: tf-grpo only: most entries of each role's experience library.
         reflect_max_new_tokens: tf-grpo only: tokens the reflector writes per answer.
         reflect_temperature: tf-grpo only: the reflector's sampling temperature (0: greedy).
+        reflect_ground_truth: tf-grpo only: show the reflector the ground truth (the
+            paper's); --no-reflect-ground-truth: only the verdict and the reward.
+        train_queries: tf-grpo only: size of the fixed training set visited in epochs
+            (the paper's ~100); None: fresh queries every step. (tf-grpo's default
+            --temperature is 0.7, the paper's for its learning rollouts.)
         out: The run directory (refused when it already holds a run).
         resume: Continue the run in this directory from its newest complete
             checkpoint, with its own settings; only --steps may be given with it
@@ -75,6 +95,8 @@ class TrainArgs(MGRPOConfig):
     max_experiences: int = 20
     reflect_max_new_tokens: int = 160
     reflect_temperature: float = 0.7
+    reflect_ground_truth: bool = True
+    train_queries: int | None = 100
     env_kwargs: tyro.conf.Suppress[dict[str, Any]] = field(  # type: ignore[assignment]
         default_factory=lambda: {"difficulty": "easy"}
     )
@@ -89,68 +111,56 @@ class TrainArgs(MGRPOConfig):
 
 
 MULTI_AGENT_ONLY = sorted(
-    {f.name for f in dataclasses.fields(MGRPOConfig)}
-    - {f.name for f in dataclasses.fields(GRPOConfig)}
+    {f.name for f in dataclasses.fields(MGRPOOptions)}
+    - {f.name for f in dataclasses.fields(GRPOOptions)}
 )
 TF_GRPO_ONLY = sorted(
-    {f.name for f in dataclasses.fields(TFGRPOConfig)}
-    - {f.name for f in dataclasses.fields(MGRPOConfig)}
+    {f.name for f in dataclasses.fields(TFGRPOOptions)}
+    - {f.name for f in dataclasses.fields(MGRPOOptions)}
 )
-NOT_TF_GRPO = sorted(set(MULTI_AGENT_ONLY) - {f.name for f in dataclasses.fields(TFGRPOConfig)})
-
-
-def env_args(pairs: Sequence[str]) -> dict[str, Any]:
-    """``["main_turns=4", "codec=json"]`` -> ``{"main_turns": 4, "codec": "json"}``."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--env-arg takes KEY=VALUE, got {pair!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
+NOT_TF_GRPO = sorted(set(MULTI_AGENT_ONLY) - {f.name for f in dataclasses.fields(TFGRPOOptions)})
 
 
 def config_of(args: TrainArgs) -> Any:
-    """The learner config ``args`` describe: a GRPO, M-GRPO or Training-Free GRPO config."""
-    kwargs = dict(args.env_kwargs)
-    if args.difficulty is not None:
-        kwargs["difficulty"] = args.difficulty
-    kwargs.update(env_args(args.env_arg))
+    """The learner config ``args`` describe: a GRPO, M-GRPO or Training-Free GRPO config.
+
+    Imports the learners (torch, transformers); ``check_train_args`` checks what it
+    can before.
+    """
+    from mgrpo_algos.grpo import GRPOConfig
+    from mgrpo_algos.mgrpo import MGRPOConfig
+    from mgrpo_algos.tfgrpo import TFGRPOConfig
+
+    kwargs = env_kwargs_of(args.env_kwargs, args.difficulty, args.env_arg)
+    check_train_args(args)
     cls = {"grpo": GRPOConfig, "tf-grpo": TFGRPOConfig}.get(args.algo, MGRPOConfig)
-    _refuse_others_flags(args)
-    if cls is GRPOConfig:
-        defaults = MGRPOConfig()
-        changed = [
-            f"--{name.replace('_', '-')}"
-            for name in MULTI_AGENT_ONLY
-            if getattr(args, name) != getattr(defaults, name)
-        ]
-        if changed:
-            raise ValueError(
-                f"{', '.join(changed)} apply to the multi-agent algos (mgrpo, main-only, "
-                "shared), not to --algo grpo"
-            )
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
     return cls(**{**values, "env_kwargs": kwargs})
 
 
-def _refuse_others_flags(args: TrainArgs) -> None:
-    """Refuses a tf-grpo option with another algo, and an M-GRPO-only one with tf-grpo."""
+def check_train_args(args: TrainArgs) -> None:
+    """Refuses options of another algo: tf-grpo's with the others, multi-agent ones with grpo."""
     defaults = TrainArgs()
+
+    def changed(names: Sequence[str]) -> list[str]:
+        return [
+            f"--{name.replace('_', '-')}"
+            for name in names
+            if getattr(args, name) != getattr(defaults, name)
+        ]
+
     if args.algo == "tf-grpo":
-        names, what = NOT_TF_GRPO, "the M-GRPO algos (mgrpo, main-only, shared), not to tf-grpo"
+        wrong, what = changed(NOT_TF_GRPO), "the M-GRPO algos (mgrpo, main-only, shared)"
     else:
-        names, what = TF_GRPO_ONLY, f"--algo tf-grpo only, not to --algo {args.algo}"
-    changed = [
-        f"--{name.replace('_', '-')}"
-        for name in names
-        if getattr(args, name) != getattr(defaults, name)
-    ]
-    if changed:
-        raise ValueError(f"{', '.join(changed)} apply to {what}")
+        wrong, what = changed(TF_GRPO_ONLY), "--algo tf-grpo only"
+    if wrong:
+        raise ValueError(f"{', '.join(wrong)} apply to {what}, not to --algo {args.algo}")
+    wrong = changed(MULTI_AGENT_ONLY) if args.algo == "grpo" else []
+    if wrong:
+        raise ValueError(
+            f"{', '.join(wrong)} apply to the multi-agent algos (mgrpo, main-only, "
+            "shared), not to --algo grpo"
+        )
 
 
 def parse_train(argv: list[str]) -> tuple[TrainArgs, set[str]]:
@@ -159,13 +169,30 @@ def parse_train(argv: list[str]) -> tuple[TrainArgs, set[str]]:
     default = None
     path = _option(argv, "--config")
     if path is not None:
-        from mgrpo_algos.learner import load_config
-
-        loaded = dataclasses.asdict(load_config(path))
-        names = {f.name for f in dataclasses.fields(TrainArgs)}
-        default = TrainArgs(**{k: v for k, v in loaded.items() if k in names}, config=path)
+        default = TrainArgs(**_config_file(path), config=path)
+    elif _option(argv, "--algo") == "tf-grpo":  # its own rollout temperature default
+        default = TrainArgs(temperature=TFGRPOOptions.temperature)
     args = tyro.cli(TrainArgs, args=argv, default=default, prog="mgrpo train")
     return args, given
+
+
+def _config_file(path: str) -> dict[str, Any]:
+    """The settings of a ``config.json`` as ``TrainArgs`` fields (checked by ``config_of``)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot read the config {path!r}: {err}") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path!r} must hold a JSON object of settings, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(TrainArgs) if f.name != "config"}
+    data = {k: v for k, v in data.items() if k != "provenance"}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(f"{path!r} has settings no learner knows: {unknown}")
+    for name, value in data.items():  # JSON has lists where the fields have tuples
+        if isinstance(value, list) and isinstance(fields[name].default, tuple):
+            data[name] = tuple(value)
+    return data
 
 
 def _option(argv: list[str], name: str) -> str | None:
@@ -179,23 +206,47 @@ def _option(argv: list[str], name: str) -> str | None:
 
 def train(argv: list[str]) -> int:
     """``mgrpo train``: a GRPO, M-GRPO or tf-grpo run (or its continuation), embedded or on Ray."""
-    from mgrpo_algos.distributed import make_trainer, resume_trainer
-
     args, given = parse_train(argv)
     if args.resume:
-        extra = sorted(given - {"--resume", "--steps"})
-        if extra:
-            raise ValueError(
-                f"--resume continues a run with its own settings; only --steps may be "
-                f"given with it, got {', '.join(extra)}"
-            )
-        steps = args.steps if "--steps" in given else None
-        trainer = resume_trainer(args.resume, steps=steps)
-    else:
-        if not args.out:
-            raise ValueError("--out DIR is required (or --resume DIR)")
-        config = config_of(args)
-        trainer = make_trainer(config, args.out)
+        return resume(args.resume, given, args.steps)
+    if not args.out:
+        raise ValueError("--out DIR is required (or --resume DIR)")
+    check_train_args(args)
+    check_env(args.env, env_kwargs_of(args.env_kwargs, args.difficulty, args.env_arg))
+    config = config_of(args)  # from here on torch, transformers (and Ray) are loaded
+    from mgrpo_algos.distributed import make_trainer
+
+    return run_trainer(make_trainer(config, args.out))
+
+
+def resume(out_dir: str, given: set[str], steps: int) -> int:
+    """``mgrpo train --resume DIR [--steps N]``; a run with every step made says so and stops."""
+    extra = sorted(given - {"--resume", "--steps"})
+    if extra:
+        raise ValueError(
+            f"--resume continues a run with its own settings; only --steps may be "
+            f"given with it, got {', '.join(extra)}"
+        )
+    from mgrpo_algos.learner import CKPT_PATTERN, latest_checkpoint, load_config
+
+    ckpt = latest_checkpoint(out_dir)
+    done = int(CKPT_PATTERN.match(ckpt.name).group(1))  # type: ignore[union-attr]
+    new_total = steps if "--steps" in given else None  # below `done`: resume_trainer refuses it
+    if new_total == done or (new_total is None and load_config(ckpt / "config.json").steps <= done):
+        print(
+            f"mgrpo train: nothing to do: the run in {out_dir!r} has made all its {done} "
+            f"steps ({ckpt.name}); to extend it, pass a larger total: "
+            f"mgrpo train --resume {out_dir} --steps N (N > {done})",
+            file=sys.stderr,
+        )
+        return 0
+    from mgrpo_algos.distributed import resume_trainer
+
+    return run_trainer(resume_trainer(out_dir, steps=new_total))
+
+
+def run_trainer(trainer: Any) -> int:
+    """Trains to the last step, closes a Ray trainer's actors and prints the last step's figures."""
     try:
         history = trainer.train(progress=True)
     finally:
@@ -210,15 +261,22 @@ def train(argv: list[str]) -> int:
 # --------------------------------------------------------------------------- eval
 @dataclass
 class EvalArgs:
-    """Success rate and reward of a run's checkpoint on held-out episodes, with 95% intervals.
+    """Success rate and reward of saved policies on held-out episodes, with 95% intervals.
 
     Attributes:
-        ckpt: A ckpt-* directory, or a run directory (its newest complete checkpoint).
+        ckpt: Any policy directory the library writes: a run directory (its newest
+            complete checkpoint), a ckpt-* directory, an `mgrpo sft` output, an
+            `mgrpo export` output, or one saved policy (it plays every role). A set
+            of policies for main alone plays the single-agent view, as GRPO trains it.
         episodes: Held-out episodes (the same seeds for every run; never trained on).
         temperature: Sampling temperature.
         sampling_seed: Seeds the sampling noise.
-        env: Use this env instead of the recorded one (FILE.py:ID / MODULE:ID), e.g.
-            when the env's file has moved since training.
+        env: The env: an id, or FILE.py:ID / MODULE:ID for your own. Default: the
+            run's recorded env (pass it when the env's file has moved since
+            training), or train's default for a directory that records none.
+        difficulty: The env's difficulty (default: the run's, or train's default).
+        env_arg: An env argument KEY=VALUE, repeatable, over the run's recorded ones.
+        max_new_tokens: Tokens per agent turn (default: the run's, or train's default).
         json: Print one JSON object instead of a line of text.
     """
 
@@ -227,24 +285,33 @@ class EvalArgs:
     temperature: float = 1.0
     sampling_seed: int = 0
     env: str | None = None
+    difficulty: Difficulty | None = None
+    env_arg: tyro.conf.UseAppendAction[list[str]] = field(default_factory=list)
+    max_new_tokens: int | None = None
     json: bool = False
 
 
 def evaluate_run(args: EvalArgs) -> dict[str, Any]:
-    """Opens the checkpoint and plays the held-out episodes; the JSON-ready result."""
+    """Opens the policies and plays the held-out episodes; the JSON-ready result."""
+    env_kwargs = env_kwargs_of({}, args.difficulty, args.env_arg)  # over the run's
+    if not Path(args.ckpt).is_dir():
+        raise ValueError(f"--ckpt {args.ckpt!r}: no such directory")
     from mgrpo_algos.evaluate import evaluate
-    from mgrpo_algos.learner import env_fn_of, load_run
+    from mgrpo_algos.policy_dirs import open_policies
 
-    run = load_run(args.ckpt, env=args.env)
+    target = open_policies(
+        args.ckpt, env=args.env, env_kwargs=env_kwargs, max_new_tokens=args.max_new_tokens
+    )
     result = evaluate(
-        env_fn_of(run.config),
-        run.policies,
+        target.env_fn,
+        target.policies,
         args.episodes,
-        max_new_tokens=run.config.max_new_tokens,
+        max_new_tokens=target.max_new_tokens,
         temperature=args.temperature,
         sampling_seed=args.sampling_seed,
     )
-    return {"ckpt": str(run.ckpt), "env": run.config.env, **result.to_dict(), "text": result.text}
+    head = {"ckpt": str(target.source), "env": target.env, "env_kwargs": target.env_kwargs}
+    return {**head, **result.to_dict(), "text": result.text}
 
 
 def evaluate_command(argv: list[str]) -> int:
@@ -289,7 +356,7 @@ def export_command(argv: list[str]) -> int:
 
 # --------------------------------------------------------------------------- sft
 @dataclass
-class SFTArgs(SFTConfig):
+class SFTArgs(SFTOptions):
     """Warm-start models by SFT on the scripted expert's demonstrations of any env.
 
     Saves one policy per role (OUT/<role>/ and OUT/roles.json), or with --lora-rank R
@@ -341,8 +408,10 @@ class SFTArgs(SFTConfig):
         """Validated when the SFT config is built from it."""
 
 
-def sft_config_of(args: SFTArgs, given: set[str]) -> SFTConfig:
-    """The SFT settings: the options given, the rest from the model's recipe."""
+def sft_config_of(args: SFTArgs, given: set[str]) -> Any:
+    """The SFT settings (an ``SFTConfig``): the options given, the rest from the model's recipe."""
+    from mgrpo_algos.sft import SFTConfig
+
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(SFTConfig)}
     if args.model != "tiny":  # a pretrained model: PRETRAINED_RECIPE's defaults
         for name, value in dataclasses.asdict(PRETRAINED_RECIPE).items():
@@ -353,27 +422,26 @@ def sft_config_of(args: SFTArgs, given: set[str]) -> SFTConfig:
 
 def sft(argv: list[str]) -> int:
     """``mgrpo sft``: demonstrations, SFT, save, and the warm start's held-out success."""
+    args = tyro.cli(SFTArgs, args=argv, prog="mgrpo sft")
+    kwargs = env_kwargs_of({"difficulty": args.difficulty}, None, args.env_arg)
+    env_id = check_env(args.env, kwargs)  # a bad env or argument fails here, before any work
+    out = Path(args.out)
+    if (out / "roles.json").exists() or (out / "policies").exists():
+        raise ValueError(f"{str(out)!r} already holds a warm start; pass a new --out")
+    config = sft_config_of(args, {a.split("=", 1)[0] for a in argv if a.startswith("--")})
     from mgrpo_algos.evaluate import evaluate
     from mgrpo_algos.learner import check_new_run_dir
     from mgrpo_algos.sft import LoRASettings, save_warm_start, warm_start, warm_start_policies
 
-    args = tyro.cli(SFTArgs, args=argv, prog="mgrpo sft")
-    config = sft_config_of(args, {a.split("=", 1)[0] for a in argv if a.startswith("--")})
     lora = None
     if args.lora_rank:
         lora = LoRASettings(
             args.lora_rank, args.lora_alpha, args.lora_dropout, args.lora_target_modules
         )
-    env_id = mgrpo_envs.load_env(args.env)
-    kwargs = {"difficulty": args.difficulty, **env_args(args.env_arg)}
-    mgrpo_envs.make(env_id, **kwargs)  # a bad argument fails here, before any work
 
     def env_fn() -> Any:
         return mgrpo_envs.make(env_id, **kwargs)
 
-    out = Path(args.out)
-    if (out / "roles.json").exists() or (out / "policies").exists():
-        raise ValueError(f"{str(out)!r} already holds a warm start; pass a new --out")
     check_new_run_dir(out)
     policies = warm_start_policies(
         env_fn(), args.model, lora=lora, size=args.size, seed=config.seed, shared=args.shared
@@ -489,21 +557,61 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     print(f"mgrpo: warning: {message}", file=sys.stderr)
 
 
+USAGE_ERROR = 2  # the user's mistake, as argparse and tyro exit on a bad option
+FAILURE = 1  # the machinery failed (a store, the file system, a Ray actor)
+CLOSED_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader went away
+
+
+class CommandExit(SystemExit):
+    """Ends the command with ``status``; its one-line message has gone to stderr.
+
+    ``str()`` of it is the message, so that a caller (or a test) can read it.
+    """
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.code = status
+
+
+def _exit(message: str, status: int) -> CommandExit:
+    print(message, file=sys.stderr)
+    return CommandExit(message, status)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Runs ``mgrpo COMMAND [OPTIONS]``; a user's mistake exits with one line."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Runs ``mgrpo COMMAND [OPTIONS]``; a user's mistake exits with one line and status 2."""
+    try:
+        try:
+            return _run(list(sys.argv[1:] if argv is None else argv))
+        finally:
+            sys.stdout.flush()  # a closed pipe raises here, not at the interpreter's exit
+    except BrokenPipeError:  # e.g. `mgrpo train --help | head`: the reader has gone
+        try:  # stdout's last buffer would raise again when Python exits
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # no file descriptor (stdout replaced, as in tests)
+            pass
+        return CLOSED_PIPE
+
+
+def _run(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
-        return 0 if argv else 2
+        return 0 if argv else USAGE_ERROR
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        raise SystemExit(f"mgrpo: unknown command {name!r}; expected one of {list(COMMANDS)}")
+        raise _exit(
+            f"mgrpo: unknown command {name!r}; expected one of {list(COMMANDS)}", USAGE_ERROR
+        )
     with warnings.catch_warnings():
         warnings.showwarning = _one_line_warning
         try:
             return COMMANDS[name](rest)
-        except (ValueError, StoreError, OSError, RoleActorLost) as err:
-            raise SystemExit(f"mgrpo {name}: {err}") from err
+        except BrokenPipeError:
+            raise
+        except ValueError as err:  # a value, file or directory the user gave
+            raise _exit(f"mgrpo {name}: {err}", USAGE_ERROR) from err
+        except (StoreError, OSError, RoleActorLost) as err:
+            raise _exit(f"mgrpo {name}: {err}", FAILURE) from err
 
 
 if __name__ == "__main__":
