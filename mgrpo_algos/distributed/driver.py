@@ -13,8 +13,10 @@ Everything else is the embedded learner's own code, run in the driver: the step
 (collect -> score -> store -> align -> advantages -> update -> log), the scoring,
 alignment, advantages, metrics, the training loop and the checkpoint layout. With
 the same config and seed, one rollout worker and one torch thread everywhere, a Ray
-run's metrics (but the ``perf/*`` timings) and weights are bit-identical to the
-embedded run's.
+run's metrics (but the ``perf/*`` timings and the Ray-only ``staleness/*`` and
+``ray/*``) and weights are bit-identical to those of the embedded run whose weights
+sit in aligned memory, as the role actors' do (`roles.in_aligned_memory`;
+docs/distributed.md, "Equality with the embedded run").
 
 The driver builds (or loads) the starting models, as the embedded learner does, and
 ships one copy to each role actor; a checkpoint's weights come back from the actors.
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import pickle
 from collections.abc import Iterator, Mapping
@@ -57,8 +60,11 @@ from mgrpo_algos.store import StatsStore
 
 from . import RoleActorLost
 from .roles import RoleActor, lora_base_files, policy_from_files, text_info, write_files
-from .rollout import Pending, RayRollouts, WorkerActor
+from .rollout import Pending, RayRollouts, WorkerActor, WorkerRestart
 from .store import RayStore
+
+logger = logging.getLogger("mgrpo")
+"""The run's log (as `mgrpo_algos.watch`): rollout worker restarts are reported here."""
 
 ROLLOUT = "rollout"
 """The ``role_resources`` key of each rollout worker's resources."""
@@ -186,9 +192,9 @@ class RayBackend:
             for i in range(self.config.rollout_workers)
         ]
         # every actor started (or its error raised here)
-        ray.get([w.whoami.remote() for w in self.workers])
+        incarnations = ray.get([w.whoami.remote() for w in self.workers])
         ray.get([m.requests.remote() for m in self.models.values()])
-        self.engine = RayRollouts(self.workers)
+        self.engine = RayRollouts(self.workers, incarnations)
         self.schedulers = {
             n: ScheduleView(s.get_last_lr(), s.state_dict()) for n, s in self.schedulers.items()
         }
@@ -243,7 +249,20 @@ class RayBackend:
             if step not in self._ahead:
                 seeds, generator = self.collection(step)
                 self._ahead[step] = self.engine.submit(seeds, cfg.group_size, generator=generator)
-        return self.engine.gather(self._ahead.pop(self.step_idx))
+        result = self.engine.gather(self._ahead.pop(self.step_idx))
+        for event in self.engine.last_restarts:
+            logger.warning(self._restart_message(event))
+        return result
+
+    def _restart_message(self, event: WorkerRestart) -> str:
+        """The log line of a rollout worker found restarted (steps numbered as in the metrics)."""
+        queries = event.queries
+        return (
+            f"rollout worker {event.worker} was restarted (restart {event.restarts} of at "
+            f"most {self.max_restarts}); its slice of step {self.step_idx + 1} (queries "
+            f"{queries.start}..{queries.stop - 1}) came from the new process, played from the "
+            "same seeds and generator state, so the step's rollouts are unchanged"
+        )
 
     def update(self, buffer: RolloutBuffer) -> dict[str, float]:
         """Every trained model's update on its role actor, all at once (as ``Learner.update``).
@@ -310,6 +329,8 @@ class RayBackend:
         boundaries: ``slices`` (driver <-> rollout workers), ``generate`` (workers <->
         role actors), ``updates`` (samples to the role actors, their stats back) and
         ``store`` (rows to and from the store actor); ``perf/bytes_moved`` their sum.
+        ``ray/worker_restarts`` counts the rollout workers found restarted in the step
+        (each also logged by the ``mgrpo`` logger).
         """
         self.bytes_moved = 0
         store = getattr(self, "store", None)
@@ -323,6 +344,7 @@ class RayBackend:
         }
         metrics.update({f"perf/bytes/{k}": v for k, v in parts.items()})
         metrics["perf/bytes_moved"] = sum(parts.values())
+        metrics["ray/worker_restarts"] = len(self.engine.last_restarts)
         return metrics
 
     @contextlib.contextmanager

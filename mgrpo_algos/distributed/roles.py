@@ -68,11 +68,35 @@ def policy_files(policy: HFPolicy) -> Files:
         return directory_files(Path(tmp))
 
 
+ALIGNMENT = 64
+"""Bytes to which a role actor's CPU weights are aligned (a cache line; AVX-512's width)."""
+
+
+def in_aligned_memory(policy: HFPolicy) -> HFPolicy:
+    """``policy`` with every CPU tensor of its model at an ``ALIGNMENT``-byte boundary.
+
+    ``HFPolicy.load`` leaves the weights in the memory-mapped safetensors file, each
+    at its offset past the file's header (8 bytes past a 64-byte boundary for the
+    models this library saves), and a single-row matrix product on CPU (a decode
+    step with one sequence left in its batch) rounds differently there than at an
+    aligned address: measured with torch 2.13's MKL, sampling log-probs then differ
+    in the last bits. A pickled model (what a role actor is sent) and one built in
+    memory are aligned; moving a loaded one to fresh memory makes a role actor's
+    numbers independent of how its weights reached it (docs/distributed.md,
+    "Equality with the embedded run"). Tensors already aligned are left in place.
+    """
+    with torch.no_grad():
+        for t in [*policy.model.parameters(), *policy.model.buffers()]:
+            if t.device.type == "cpu" and t.data_ptr() % ALIGNMENT:
+                t.data = t.data.clone()  # the CPU allocator's memory is 64-byte aligned
+    return policy
+
+
 def policy_from_files(files: Files) -> HFPolicy:
-    """The policy :func:`policy_files` saved, loaded on CPU."""
+    """The policy :func:`policy_files` saved, loaded on CPU (:func:`in_aligned_memory`)."""
     with tempfile.TemporaryDirectory() as tmp:
         write_files(files, Path(tmp))
-        return HFPolicy.load(tmp)
+        return in_aligned_memory(HFPolicy.load(tmp))
 
 
 def lora_base_files(policies: Mapping[str, HFPolicy]) -> Files:
@@ -88,7 +112,7 @@ def lora_policy_from_files(
     """The adapter ``state`` on the base that :func:`lora_base_files` saved, in ``dtype``."""
     with tempfile.TemporaryDirectory() as tmp:
         write_files(base, Path(tmp))
-        plain = HFPolicy.load(tmp, dtype=dtype)
+        plain = in_aligned_memory(HFPolicy.load(tmp, dtype=dtype))
     plain.model.name_or_path = ""  # not the temporary directory, gone now (peft records it)
     return lora.adapter_policy(plain, state, trained=trained)
 
@@ -167,9 +191,9 @@ class RoleModel:
             policy = lora_policy_from_files(*base, policy, trained=trained)
             if config.beta > 0 and trained:  # the reference: the initial adapter, frozen
                 ref = lora.initial_reference(policy, ref)
-        self.policy = policy.to(device)
+        self.policy = in_aligned_memory(policy.to(device))
         self.policies = {role: self.policy for role in roles}
-        self.refs = {name: ref.to(device)} if ref is not None else {}
+        self.refs = {name: in_aligned_memory(ref.to(device))} if ref is not None else {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, Any] = {}
         self.params: dict[str, list[torch.nn.Parameter]] = {}

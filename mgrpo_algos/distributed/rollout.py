@@ -16,7 +16,9 @@ Faults: a worker is started with ``max_restarts`` and ``max_task_retries``; when
 dies mid-slice, Ray restarts it and runs the same call again with the same
 arguments (the slice's seeds and generator state), so the slice's rollouts are the
 ones the first attempt would have made and none is lost or counted twice: only a
-finished call's result reaches the driver.
+finished call's result reaches the driver. Each slice names the worker process that
+played it, so :class:`RayRollouts` sees a restart as a new process behind a worker
+and reports it (:class:`WorkerRestart`).
 """
 
 from __future__ import annotations
@@ -110,6 +112,20 @@ class RolloutWorker:
 WorkerActor = ray.remote(RolloutWorker)
 
 
+class WorkerRestart(NamedTuple):
+    """A rollout worker found restarted when its slice came back.
+
+    Attributes:
+        worker: The worker's place in the pool.
+        queries: The step's queries its slice holds (played again by the new process).
+        restarts: Restarts of this worker seen so far, this one included.
+    """
+
+    worker: int
+    queries: range
+    restarts: int
+
+
 class Pending(NamedTuple):
     """A collection submitted to the workers and not yet gathered.
 
@@ -146,19 +162,34 @@ class RayRollouts:
 
     Args:
         workers: The worker actor handles.
+        incarnations: Each worker's process tag (``whoami()``) now; None: taken from
+            the first slices, so a restart before them goes unseen.
 
     Attributes:
         last_slices: The slices of the last collection (incarnations, bytes).
+        last_restarts: The workers found restarted in the last collection: a slice
+            came back from another process than the worker's previous one (two
+            restarts within one slice count as one).
+        restarts: Restarts seen so far, per worker.
         traffic: Serialized bytes of the last collection: ``slices`` (requests to
             the workers and their results) and ``generate`` (the workers' requests to
             the role actors and the replies).
     """
 
-    def __init__(self, workers: Sequence[Any]) -> None:
+    def __init__(self, workers: Sequence[Any], incarnations: Sequence[str] | None = None) -> None:
         if not workers:
             raise ValueError("RayRollouts needs at least one rollout worker, got none")
+        if incarnations is not None and len(incarnations) != len(workers):
+            raise ValueError(
+                f"expected one incarnation per worker ({len(workers)}), got {len(incarnations)}"
+            )
         self.workers = list(workers)
+        self.incarnations: list[str | None] = (
+            list(incarnations) if incarnations is not None else [None] * len(workers)
+        )
+        self.restarts = [0] * len(workers)
         self.last_slices: list[RolloutSlice] = []
+        self.last_restarts: list[WorkerRestart] = []
         self.traffic = {"slices": 0, "generate": 0}
 
     def collect(
@@ -200,6 +231,7 @@ class RayRollouts:
         """
         done: list[RolloutSlice] = ray.get(pending.futures)
         self.last_slices = done
+        self.last_restarts = self._restarted(pending, done)
         self.traffic = {
             "slices": sum(len(pickle.dumps(x, protocol=5)) for x in [*pending.calls, *done]),
             "generate": sum(d.bytes_moved for d in done),
@@ -215,3 +247,16 @@ class RayRollouts:
             outputs=dict(sum((Counter(r.outputs) for r in results), Counter())),
             cut=dict(sum((Counter(r.cut) for r in results), Counter())),
         )
+
+    def _restarted(self, pending: Pending, done: list[RolloutSlice]) -> list[WorkerRestart]:
+        """The workers whose slice came back from a process other than their last one."""
+        found = []
+        for worker, (call, piece) in enumerate(zip(pending.calls, done, strict=True)):
+            known = self.incarnations[worker]
+            if known is not None and piece.incarnation != known:
+                self.restarts[worker] += 1
+                seeds, _, first, _ = call
+                queries = range(first, first + len(seeds))
+                found.append(WorkerRestart(worker, queries, self.restarts[worker]))
+            self.incarnations[worker] = piece.incarnation
+        return found
