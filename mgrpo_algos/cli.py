@@ -10,8 +10,9 @@ Ray actor) with one line and status 1.
 
 The options are parsed and checked before torch, transformers or Ray is imported
 (seconds, tens of seconds on a loaded machine): this module and what it imports at
-module level load no learner. The config classes' fields come from their source
-(``config_reader``); the learners are imported once the options are known to be good.
+module level load no learner, nor mgrpo_envs until an env is checked. The config
+classes' fields come from their source (``config_reader``); the learners are
+imported once the options are known to be good.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from typing import Any, Literal
 
 import tyro
 
-import mgrpo_envs
 from mgrpo_algos.config_reader import read_or_import
 from mgrpo_algos.distributed import RoleActorLost
 from mgrpo_algos.env_options import check_env, env_kwargs_of
@@ -429,6 +429,7 @@ def sft(argv: list[str]) -> int:
     if (out / "roles.json").exists() or (out / "policies").exists():
         raise ValueError(f"{str(out)!r} already holds a warm start; pass a new --out")
     config = sft_config_of(args, {a.split("=", 1)[0] for a in argv if a.startswith("--")})
+    import mgrpo_envs
     from mgrpo_algos.evaluate import evaluate
     from mgrpo_algos.learner import check_new_run_dir
     from mgrpo_algos.sft import LoRASettings, save_warm_start, warm_start, warm_start_policies

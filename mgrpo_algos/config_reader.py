@@ -13,8 +13,8 @@ level (assigned, or imported from another module), attributes of an imported
 module, subscripts (``Literal[...]``, ``dict[str, Any]``), ``X | None``,
 ``field(default_factory=...)`` with a type or a ``lambda:`` as the factory, and
 calls of another config read here (``RECIPE = SFTConfig(...)``). Names from
-modules outside ``mgrpo_algos`` (``typing``, ``dataclasses``, ``mgrpo_envs`` ...)
-are imported as usual. Any other form raises :class:`SourceReadError`, and
+modules outside ``mgrpo_algos`` and ``mgrpo_envs`` (``typing``, ``dataclasses``
+...) are imported as usual. Any other form raises :class:`SourceReadError`, and
 :func:`read_or_import` falls back to importing the module: slower, the same fields.
 
 A class read here has the fields, defaults and docstring of the real one but
@@ -34,7 +34,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-PACKAGE = "mgrpo_algos"
+PACKAGES = ("mgrpo_algos", "mgrpo_envs")  # read; any other module is imported
 _BUILTINS = ("int", "float", "str", "bool", "bytes", "dict", "list", "tuple", "set", "frozenset")
 
 
@@ -58,22 +58,36 @@ class _Imported:
 
 
 def _in_package(module: str) -> bool:
-    return module == PACKAGE or module.startswith(PACKAGE + ".")
+    return any(module == p or module.startswith(p + ".") for p in PACKAGES)
+
+
+@functools.cache
+def _source(module: str) -> Path | None:
+    """The source file of ``module`` (``__init__.py`` for a package), found without
+    importing it or its parents (``importlib.util.find_spec`` would run them)."""
+    top, *rest = module.split(".")
+    spec = importlib.util.find_spec(top)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations)), *rest)
+    for candidate in (path / "__init__.py", path.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def _is_package(module: str) -> bool:
-    """Whether ``module`` is a package (finding it imports its parents, never itself)."""
-    spec = importlib.util.find_spec(module)
-    return spec is not None and spec.submodule_search_locations is not None
+    source = _source(module)
+    return source is not None and source.name == "__init__.py"
 
 
 @functools.cache
 def _bindings(module: str) -> dict[str, Any]:
     """Top-level name -> what binds it in ``module``'s source (the last binding wins)."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+    source = _source(module)
+    if source is None:
         raise SourceReadError(f"no Python source for module {module!r}")
-    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"), spec.origin)
+    tree = ast.parse(source.read_text(encoding="utf-8"), str(source))
     names: dict[str, Any] = {}
     for node in tree.body:
         if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -110,7 +124,7 @@ def read_value(module: str, name: str) -> Any:
         if not _in_package(bound.module):
             return getattr(importlib.import_module(bound.module), bound.name)
         sub = f"{bound.module}.{bound.name}"
-        if _is_package(bound.module) and importlib.util.find_spec(sub) is not None:
+        if _is_package(bound.module) and _source(sub) is not None:
             return _ModuleRef(sub)  # ``from mgrpo_algos import lora``
         return read_value(bound.module, bound.name)
     if isinstance(bound, _ModuleRef):

@@ -3,8 +3,9 @@
 A user's mistake in them (a spec that names no env, a file or module that cannot be
 imported or registers no such id, an argument the env does not take, a pair that is
 not ``KEY=VALUE``) is a ValueError naming what was given and what is expected, which
-the command prints as one line (issue 33). Only ``mgrpo_envs`` is imported: the
-checks run before any learner is loaded.
+the command prints as one line (issue 33). The checks run before any learner is
+loaded; ``mgrpo_envs`` itself (pettingzoo, gymnasium, numpy) is imported when a
+check runs, so that a wrong flag is reported without it.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
-
-import mgrpo_envs
 
 
 def env_args(pairs: Sequence[str]) -> dict[str, Any]:
@@ -50,6 +49,8 @@ def load_env_spec(spec: str) -> str:
     registers no such id are the user's mistakes; an error raised by the code of a
     user's env itself is left as it is (its traceback is the help).
     """
+    import mgrpo_envs
+
     source = spec.rpartition(":")[0]
     try:
         return mgrpo_envs.load_env(spec)
@@ -73,6 +74,8 @@ def check_env(spec: str, kwargs: Mapping[str, Any]) -> str:
         ValueError: ``spec`` names no env (:func:`load_env_spec`), or the env does
             not take an argument of ``kwargs`` or refuses its value.
     """
+    import mgrpo_envs
+
     env_id = load_env_spec(spec)
     try:
         mgrpo_envs.make(env_id, **kwargs).close()

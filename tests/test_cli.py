@@ -311,7 +311,7 @@ def test_the_reader_refuses_what_it_cannot_read_without_running_it(tmp_path, mon
         "    y: dict[str, int] = field(default_factory=lambda: {'a': -1})\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(config_reader, "PACKAGE", "mgrpo_algos_probe")
+    monkeypatch.setattr(config_reader, "PACKAGES", ("mgrpo_algos_probe",))
     read = config_reader.read_value("mgrpo_algos_probe.conf", "A")
     assert read().y == {"a": -1} and read().y is not read().y and read.__doc__ == "Doc."
     with pytest.raises(config_reader.SourceReadError, match="the name 'len' is not bound"):
