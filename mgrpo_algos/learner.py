@@ -277,6 +277,10 @@ def validate_learner_config(config: Any, choices: dict[str, Sequence[str]]) -> N
             raise ValueError(
                 f"{name} must be one of {list(allowed)}, got {getattr(config, name)!r}"
             )
+    if isinstance(config.group_size, int) and config.group_size < 2:  # before "an int >= 1"
+        raise ValueError(
+            f"group_size must be >= 2 for group-relative advantages, got {config.group_size}"
+        )
     _check_ints(config)
     for name in ("lr", "temperature", "grad_clip", "epsilon", "epsilon_high"):
         value = getattr(config, name)
@@ -290,10 +294,6 @@ def validate_learner_config(config: Any, choices: dict[str, Sequence[str]]) -> N
     if config.beta < 0 or config.weight_decay < 0:
         raise ValueError(
             f"beta and weight_decay must be >= 0, got {config.beta!r}, {config.weight_decay!r}"
-        )
-    if config.group_size < 2:
-        raise ValueError(
-            f"group_size must be >= 2 for group-relative advantages, got {config.group_size}"
         )
     config.main_weights = check_weights("main_weights", config.main_weights, 2, "(a1, a2)")
     check_resources(config.role_resources)
