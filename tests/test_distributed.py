@@ -26,7 +26,7 @@ from mgrpo_algos.cli import main  # noqa: E402
 from mgrpo_algos.demo import PUBLISHED  # noqa: E402
 from mgrpo_algos.distributed import RayMGRPOTrainer, RayStore, RoleActorLost  # noqa: E402
 from mgrpo_algos.distributed.driver import fresh_samples  # noqa: E402
-from mgrpo_algos.distributed.roles import RoleModel, in_aligned_memory  # noqa: E402
+from mgrpo_algos.distributed.roles import RoleModel  # noqa: E402
 from mgrpo_algos.distributed.rollout import (  # noqa: E402
     Pending,
     RayRollouts,
@@ -119,17 +119,14 @@ def deterministic_runs():
     The warm start calls its searcher and earns reward, so both models train on
     non-zero advantages, and its rollouts end at different lengths, so some decode
     steps run one sequence alone: the case whose rounding depends on where the
-    weights sit in memory (`in_aligned_memory`).
+    weights sit in memory (`aligned_weights`).
     """
     env = {"difficulty": "easy", "doc_ref": "title"}
     small = {**SMALL, "max_new_tokens": 32, "lr": 1e-4, "env_kwargs": env}
     config = MGRPOConfig(**small, **KL, model=str(WARM), deterministic=True)
     try:
-        embedded = MGRPOTrainer(config)
-        for policy in embedded.policies.values():  # loaded: in the mapped file, unaligned
-            in_aligned_memory(policy)
+        embedded = MGRPOTrainer(config)  # loaded from files: HFPolicy.load aligns them
         want = [strip(embedded.train_step()) for _ in range(2)]
-        # the driver's copies stay in the mapped file: the role actors get aligned ones
         with RayMGRPOTrainer(dataclasses.replace(config, backend="ray")) as learner:
             got = [strip(learner.train_step()) for _ in range(2)]
             pulled = weights(learner.pull_policies())

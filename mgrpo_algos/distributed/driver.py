@@ -14,9 +14,9 @@ Everything else is the embedded learner's own code, run in the driver: the step
 alignment, advantages, metrics, the training loop and the checkpoint layout. With
 the same config and seed, one rollout worker and one torch thread everywhere, a Ray
 run's metrics (but the ``perf/*`` timings and the Ray-only ``staleness/*`` and
-``ray/*``) and weights are bit-identical to those of the embedded run whose weights
-sit in aligned memory, as the role actors' do (`roles.in_aligned_memory`;
-docs/distributed.md, "Equality with the embedded run").
+``ray/*``) and weights are bit-identical to those of the embedded run (every
+process computes with 64-byte-aligned weights, `aligned_weights`; docs/distributed.md,
+"Equality with the embedded run").
 
 The driver builds (or loads) the starting models, as the embedded learner does, and
 ships one copy to each role actor; a checkpoint's weights come back from the actors.

@@ -42,6 +42,7 @@ from mgrpo_algos.learner import (
 )
 from mgrpo_algos.policies import HFPolicy
 from mgrpo_algos.policies.base import GenerationOutput, Message
+from mgrpo_algos.policies.hf import aligned_weights
 
 Files = dict[str, bytes]
 """A saved policy directory as relative path -> file contents (it crosses machines)."""
@@ -68,27 +69,15 @@ def policy_files(policy: HFPolicy) -> Files:
         return directory_files(Path(tmp))
 
 
-ALIGNMENT = 64
-"""Bytes to which a role actor's CPU weights are aligned (a cache line; AVX-512's width)."""
-
-
 def in_aligned_memory(policy: HFPolicy) -> HFPolicy:
-    """``policy`` with every CPU tensor of its model at an ``ALIGNMENT``-byte boundary.
+    """``policy`` with every CPU tensor of its model 64-byte aligned (`aligned_weights`).
 
-    ``HFPolicy.load`` leaves the weights in the memory-mapped safetensors file, each
-    at its offset past the file's header (8 bytes past a 64-byte boundary for the
-    models this library saves), and a single-row matrix product on CPU (a decode
-    step with one sequence left in its batch) rounds differently there than at an
-    aligned address: measured with torch 2.13's MKL, sampling log-probs then differ
-    in the last bits. A pickled model (what a role actor is sent) and one built in
-    memory are aligned; moving a loaded one to fresh memory makes a role actor's
-    numbers independent of how its weights reached it (docs/distributed.md,
-    "Equality with the embedded run"). Tensors already aligned are left in place.
+    A model loaded from files is aligned by `HFPolicy.load` already; a LoRA base
+    built from shipped files and copies pulled back go through here, so a role
+    actor's numbers do not depend on how its weights reached it (docs/distributed.md,
+    "Equality with the embedded run").
     """
-    with torch.no_grad():
-        for t in [*policy.model.parameters(), *policy.model.buffers()]:
-            if t.device.type == "cpu" and t.data_ptr() % ALIGNMENT:
-                t.data = t.data.clone()  # the CPU allocator's memory is 64-byte aligned
+    aligned_weights(policy.model)
     return policy
 
 

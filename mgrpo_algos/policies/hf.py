@@ -132,7 +132,7 @@ class HFPolicy:
             tokenizer = AutoTokenizer.from_pretrained(name_or_path)
             dtype_kwarg = "dtype" if _NEW_DTYPE_KWARG else "torch_dtype"
             model = AutoModelForCausalLM.from_pretrained(name_or_path, **{dtype_kwarg: dtype})
-        return cls(model.to(device).eval(), tokenizer)
+        return cls(aligned_weights(model.to(device)).eval(), tokenizer)
 
     @classmethod
     def load(
@@ -543,6 +543,30 @@ class HFPolicy:
             texts=self.tokenizer.batch_decode(ids, skip_special_tokens=True),
             finished=[bool(flag) for flag in decoded.stopped.tolist()],
         )
+
+
+WEIGHT_ALIGNMENT = 64
+"""Bytes to which every CPU weight of a loaded model is aligned (`aligned_weights`)."""
+
+
+def aligned_weights(model: Any) -> Any:
+    """``model`` with every CPU tensor at a `WEIGHT_ALIGNMENT`-byte boundary.
+
+    transformers leaves loaded weights in the memory-mapped safetensors file, each at
+    its offset past the file's header (8 bytes past a 64-byte boundary for the models
+    this library saves), and a single-row matrix product on CPU (a decode step with
+    one sequence left in its batch) rounds differently there than at an aligned
+    address: measured with torch 2.13's MKL, sampling log-probs then differ in the
+    last bits from those of the same weights built or copied in memory. Moving them
+    to fresh memory makes a model's numbers independent of how its weights arrived
+    (a file, a pickle, a build), which the bit-for-bit checks of resumed and Ray runs
+    rely on. Tensors already aligned are left in place.
+    """
+    with torch.no_grad():
+        for t in [*model.parameters(), *model.buffers()]:
+            if t.device.type == "cpu" and t.data_ptr() % WEIGHT_ALIGNMENT:
+                t.data = t.data.clone()  # the CPU allocator's memory is 64-byte aligned
+    return model
 
 
 def _on_device(generator: torch.Generator | None, device: torch.device) -> torch.Generator | None:
