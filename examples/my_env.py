@@ -16,12 +16,17 @@ import numpy as np
 
 import mgrpo_envs
 from mgrpo_envs.core.codecs import ToolCall
-from mgrpo_envs.core.env import Budgets, HierarchicalToolEnv
 from mgrpo_envs.core.task import Episode, Fact, Task, ToolEvent
+from mgrpo_envs.core.task_env import TaskEnv
 from mgrpo_envs.core.tools import Tool, ToolError
 
 MATERIALS = "Zorbium Blipite Quantine Frellite Daxon Moolium Snibite Garnyx".split()
-AMOUNTS = {"easy": 10, "medium": 100, "hard": 1000}  # litres, up to
+BUDGETS = dict(main_turns=5, sub_turns=3, episode_turns=12, context_chars=3000)
+#: Each difficulty's knobs: DensityTask's (litres asked about, up to) and the budgets.
+DIFFICULTIES = {
+    name: dict(max_litres=litres, **BUDGETS)
+    for name, litres in (("easy", 10), ("medium", 100), ("hard", 1000))
+}
 
 
 class DensityEpisode(Episode):
@@ -72,19 +77,14 @@ class DensityTask(Task):
         return [*MATERIALS, *words.split()]
 
 
-class DensityEnv(HierarchicalToolEnv):
-    """density_v0: ``difficulty`` (easy/medium/hard) sets how many litres are asked about."""
-
-    metadata = {"render_modes": ["ansi"], "name": "density_v0", "is_parallelizable": False}
-
-    def __init__(
-        self, *, difficulty: str = "easy", codec: str = "compact", render_mode: str | None = None
-    ) -> None:
-        if difficulty not in AMOUNTS:
-            raise ValueError(f"difficulty must be one of {list(AMOUNTS)}, got {difficulty!r}")
-        budgets = Budgets(main_turns=5, sub_turns=3, episode_turns=12, context_chars=3000)
-        task = DensityTask(AMOUNTS[difficulty])
-        super().__init__(task, codec=codec, budgets=budgets, render_mode=render_mode)
+class DensityEnv(
+    TaskEnv,
+    name="density_v0",
+    task=DensityTask,
+    difficulties=DIFFICULTIES,
+    default_difficulty="easy",
+):
+    """density_v0: ``difficulty`` sets ``max_litres``; budgets, ``codec``... as every task env."""
 
 
 mgrpo_envs.register("density_v0", DensityEnv)  # now mgrpo_envs.make("density_v0") works

@@ -18,6 +18,8 @@ from typing import Any
 
 from pettingzoo import AECEnv
 
+from mgrpo_envs.core.task_env import wrap
+
 #: env id -> (module, env class name, single-agent Gymnasium id)
 _ENVS: dict[str, tuple[str, str, str]] = {
     "research_v0": ("mgrpo_envs.tasks.research", "ResearchEnv", "mgrpo_envs/Research-v0"),
@@ -63,9 +65,7 @@ def make(env_id: str, **kwargs: Any) -> AECEnv:
     module = importlib.import_module(_ENVS[env_id][0])
     if callable(getattr(module, "env", None)):  # PettingZoo's factory convention
         return module.env(**kwargs)
-    from pettingzoo.utils.wrappers import OrderEnforcingWrapper
-
-    return OrderEnforcingWrapper(env_class(env_id)(**kwargs))
+    return wrap(env_class(env_id)(**kwargs))  # the wrappers of every task env's env()
 
 
 def gym_ids() -> dict[str, str]:
@@ -124,11 +124,11 @@ def register(env_id: str, entry_point: str | type, *, gym_id: str | None = None)
 
     Args:
         env_id: A lower-case id with a version suffix, e.g. ``"units_v0"``.
-        entry_point: The env class (built on ``HierarchicalToolEnv``, defined at
-            module level), or ``"package.module:ClassName"``. When the module also
-            defines PettingZoo's ``env(**kwargs)`` factory, :func:`make` calls it;
-            otherwise :func:`make` wraps the class in PettingZoo's order-enforcing
-            wrapper.
+        entry_point: The env class (built on ``TaskEnv``, or on ``HierarchicalToolEnv``
+            directly; defined at module level), or ``"package.module:ClassName"``.
+            When the module also defines PettingZoo's ``env(**kwargs)`` factory,
+            :func:`make` calls it; otherwise :func:`make` wraps the class as every
+            task env's ``env()`` does (``mgrpo_envs.core.task_env.wrap``).
         gym_id: Id of the single-agent view (default ``mgrpo_envs/Units-v0`` for
             ``units_v0``); the discrete view's id adds ``Discrete`` before the version.
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import warnings
 
 import gymnasium
@@ -11,7 +13,8 @@ from gymnasium.utils.env_checker import check_env
 from pettingzoo.test import api_test, seed_test
 
 import mgrpo_envs
-from mgrpo_envs.registry import gym_ids
+from mgrpo_envs.core.task_env import BUDGET_NAMES, env_options
+from mgrpo_envs.registry import env_class, gym_ids
 from mgrpo_envs.testing import check_tool_env, play_episode, random_tool_action
 
 ENV_IDS = mgrpo_envs.list_envs()
@@ -230,3 +233,49 @@ def test_format_call_refuses_an_unknown_agent() -> None:
     call = env.unwrapped.oracle_call()
     with pytest.raises(ValueError, match="no agent 'critic'"):
         env.unwrapped.format_call(call, "critic")
+
+
+#: What the scripted expert's episode shows when one budget is 1 (a new budget adds a line).
+BUDGET_OF_ONE = {
+    "main_turns": "main turn budget exhausted",
+    "sub_turns": "turn budget exhausted",  # the end of every sub-agent call
+    "episode_turns": "episode turn budget exhausted",
+    "context_chars": "main context budget exhausted",
+}
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+@pytest.mark.parametrize("budget", BUDGET_NAMES)
+@pytest.mark.parametrize("difficulty", DIFFICULTIES)
+def test_a_budget_given_to_the_core_is_honoured_by_every_env(
+    env_id: str, budget: str, difficulty: str
+) -> None:
+    preset = mgrpo_envs.make(env_id, difficulty=difficulty).unwrapped.budgets
+    env = mgrpo_envs.make(env_id, difficulty=difficulty, **{budget: 1})
+    assert env.unwrapped.budgets == dataclasses.replace(preset, **{budget: 1})
+    final = play_episode(env, lambda e: e.unwrapped.oracle_action(), 0)["final"]
+    role = env.possible_agents[1]
+    if budget == "sub_turns":
+        calls = final[role]["calls"]
+        assert calls and all(c["end_reason"] == BUDGET_OF_ONE[budget] for c in calls)
+        assert final[role]["turn_budget"] == 1
+    else:
+        assert final["main"]["outcome"]["end_reason"] == BUDGET_OF_ONE[budget]
+    assert not final["main"]["outcome"]["correct"]
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_every_env_takes_the_core_arguments_after_its_task_knobs(env_id: str) -> None:
+    params = list(inspect.signature(env_class(env_id).__init__).parameters)
+    core = [*BUDGET_NAMES, *(p.name for p in env_options())]
+    assert params[:2] == ["self", "difficulty"] and params[-len(core) :] == core
+    assert core == [
+        "main_turns",
+        "sub_turns",
+        "episode_turns",
+        "context_chars",
+        "codec",
+        "reward_weights",
+        "max_observation_chars",
+        "render_mode",
+    ]

@@ -20,8 +20,8 @@ from pettingzoo.utils.wrappers import OrderEnforcingWrapper
 import mgrpo_envs
 from mgrpo_envs import registry
 from mgrpo_envs.core.codecs import ToolCall, make_codec
-from mgrpo_envs.core.env import Budgets, HierarchicalToolEnv
 from mgrpo_envs.core.task import Episode, Fact, Task, ToolEvent
+from mgrpo_envs.core.task_env import TaskEnv
 from mgrpo_envs.core.tools import Tool, ToolError
 from mgrpo_envs.testing import ConformanceError, check_tool_env
 from mgrpo_envs.wrappers.single_agent import view_tool_names
@@ -91,23 +91,11 @@ class TripTask(Task):
         return [*CITIES, *HOTELS, *words.split(), "per", "unknown"]
 
 
-class TripEnv(HierarchicalToolEnv):
-    """trip_v0: two sub-agent roles; every budget may be given."""
+TRIP_BUDGETS = {"medium": dict(main_turns=6, sub_turns=3, episode_turns=16, context_chars=3000)}
 
-    metadata = {"render_modes": ["ansi"], "name": "trip_v0", "is_parallelizable": False}
 
-    def __init__(
-        self,
-        *,
-        main_turns: int = 6,
-        sub_turns: int = 3,
-        episode_turns: int = 16,
-        context_chars: int = 3000,
-        codec: str = "compact",
-        render_mode: str | None = None,
-    ) -> None:
-        budgets = Budgets(main_turns, sub_turns, episode_turns, context_chars)
-        super().__init__(TripTask(), codec=codec, budgets=budgets, render_mode=render_mode)
+class TripEnv(TaskEnv, name="trip_v0", task=TripTask, difficulties=TRIP_BUDGETS):
+    """trip_v0: two sub-agent roles; every budget may be given (the core's arguments)."""
 
 
 def trip(**budgets: int):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -56,35 +56,10 @@ class Budgets:
     context_chars: int = 8000
 
     def __post_init__(self) -> None:
-        for name in ("main_turns", "sub_turns", "episode_turns", "context_chars"):
-            value = getattr(self, name)
+        for budget in fields(self):
+            value = getattr(self, budget.name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"budget {name} must be a positive int, got {value!r}")
-
-
-def difficulty_knobs(
-    table: dict[str, dict[str, Any]], difficulty: str, given: dict[str, Any]
-) -> tuple[dict[str, Any], Budgets]:
-    """A task's knobs at ``difficulty``, overridden by the ``given`` ones that are not None.
-
-    Args:
-        table: Difficulty name -> every knob's value (task knobs and the four budgets).
-        difficulty: A key of ``table``.
-        given: Knobs the user set (None: keep the difficulty's value).
-
-    Returns:
-        The merged knobs, and the `Budgets` they name.
-
-    Raises:
-        ValueError: If ``difficulty`` is not in ``table``.
-    """
-    if difficulty not in table:
-        raise ValueError(f"difficulty must be one of {sorted(table)}, got {difficulty!r}")
-    knobs = {**table[difficulty], **{k: v for k, v in given.items() if v is not None}}
-    budgets = Budgets(
-        knobs["main_turns"], knobs["sub_turns"], knobs["episode_turns"], knobs["context_chars"]
-    )
-    return knobs, budgets
+                raise ValueError(f"budget {budget.name} must be a positive int, got {value!r}")
 
 
 @dataclass

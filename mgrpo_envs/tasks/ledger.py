@@ -98,12 +98,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from pettingzoo import AECEnv
 
 from mgrpo_envs.core.calculator import format_number
 from mgrpo_envs.core.codecs import ToolCall
-from mgrpo_envs.core.env import HierarchicalToolEnv, difficulty_knobs
-from mgrpo_envs.core.rewards import RewardWeights, answers_match
+from mgrpo_envs.core.rewards import answers_match
 from mgrpo_envs.core.task import Episode, Fact, Task, ToolEvent, pool_of
+from mgrpo_envs.core.task_env import TaskEnv, wrap
 from mgrpo_envs.core.tools import Tool, ToolError
 
 ROLE = "analyst"
@@ -177,11 +178,9 @@ _SPACES = re.compile(r"\s+")
 _LIST_SPLIT = re.compile(r"\s*[,;]\s*")
 
 
-def env(**kwargs) -> HierarchicalToolEnv:
-    """The PettingZoo AEC env, with PettingZoo's order-enforcing wrapper."""
-    from pettingzoo.utils import wrappers
-
-    return wrappers.OrderEnforcingWrapper(raw_env(**kwargs))
+def env(**kwargs) -> AECEnv:
+    """The PettingZoo AEC env: :func:`raw_env` in the core's wrappers (``wrap``)."""
+    return wrap(raw_env(**kwargs))
 
 
 def raw_env(**kwargs) -> LedgerEnv:
@@ -577,9 +576,9 @@ class LedgerTask(Task):
         sectors: int,
         regions: int,
         decoys: int,
-        tolerance: float,
+        tolerance: float = 0.01,
     ) -> None:
-        lo, hi = parts
+        lo, hi = tuple(parts)
         if not (1 <= lo <= hi <= 3):
             raise ValueError(f"parts must be a range within 1..3 like (2, 3), got {parts!r}")
         figures = tuple(figures)
@@ -722,62 +721,8 @@ class LedgerTask(Task):
         return sorted(words)
 
 
-class LedgerEnv(HierarchicalToolEnv):
+class LedgerEnv(TaskEnv, name="ledger_v0", task=LedgerTask, difficulties=DIFFICULTIES):
     """ledger_v0 (see the module docstring for the env card)."""
-
-    metadata = {"render_modes": ["ansi"], "name": "ledger_v0", "is_parallelizable": False}
-
-    def __init__(
-        self,
-        *,
-        difficulty: str = "medium",
-        parts: tuple[int, int] | None = None,
-        figures: Sequence[str] | None = None,
-        companies: int | None = None,
-        sectors: int | None = None,
-        regions: int | None = None,
-        decoys: int | None = None,
-        tolerance: float = 0.01,
-        main_turns: int | None = None,
-        sub_turns: int | None = None,
-        episode_turns: int | None = None,
-        context_chars: int | None = None,
-        codec: str = "compact",
-        reward_weights: RewardWeights | None = None,
-        max_observation_chars: int = 2048,
-        render_mode: str | None = None,
-    ) -> None:
-        given = dict(
-            parts=parts,
-            figures=figures,
-            companies=companies,
-            sectors=sectors,
-            regions=regions,
-            decoys=decoys,
-            main_turns=main_turns,
-            sub_turns=sub_turns,
-            episode_turns=episode_turns,
-            context_chars=context_chars,
-        )
-        knobs, budgets = difficulty_knobs(DIFFICULTIES, difficulty, given)
-        self.difficulty = difficulty
-        task = LedgerTask(
-            tuple(knobs["parts"]),
-            knobs["figures"],
-            knobs["companies"],
-            knobs["sectors"],
-            knobs["regions"],
-            knobs["decoys"],
-            tolerance,
-        )
-        super().__init__(
-            task,
-            codec=codec,
-            budgets=budgets,
-            reward_weights=reward_weights,
-            max_observation_chars=max_observation_chars,
-            render_mode=render_mode,
-        )
 
 
 __all__ = ["env", "raw_env", "LedgerEnv", "LedgerTask", "LedgerEpisode", "list_match"]

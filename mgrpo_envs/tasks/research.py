@@ -83,11 +83,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from pettingzoo import AECEnv
 
 from mgrpo_envs.core.codecs import ToolCall
-from mgrpo_envs.core.env import HierarchicalToolEnv, difficulty_knobs
-from mgrpo_envs.core.rewards import RewardWeights, answers_match
+from mgrpo_envs.core.rewards import answers_match
 from mgrpo_envs.core.task import Episode, Fact, Task, ToolEvent, pool_of
+from mgrpo_envs.core.task_env import TaskEnv, wrap
 from mgrpo_envs.core.tools import Tool, ToolError
 
 FIRST_NAMES = (
@@ -190,11 +191,9 @@ SNIPPET_CHARS = 70
 _TOKEN = re.compile(r"[a-z0-9]+")
 
 
-def env(**kwargs) -> HierarchicalToolEnv:
-    """The PettingZoo AEC env, with PettingZoo's order-enforcing wrapper."""
-    from pettingzoo.utils import wrappers
-
-    return wrappers.OrderEnforcingWrapper(raw_env(**kwargs))
+def env(**kwargs) -> AECEnv:
+    """The PettingZoo AEC env: :func:`raw_env` in the core's wrappers (``wrap``)."""
+    return wrap(raw_env(**kwargs))
 
 
 def raw_env(**kwargs) -> ResearchEnv:
@@ -542,7 +541,7 @@ class ResearchTask(Task):
         if doc_ref not in ("id", "title"):
             raise ValueError(f"doc_ref must be 'id' or 'title', got {doc_ref!r}")
         self.doc_ref = doc_ref
-        lo, hi = hops
+        lo, hi = tuple(hops)
         if not (1 <= lo <= hi <= 4):
             raise ValueError(f"hops must be a range within 1..4 like (2, 3), got {hops!r}")
         if not 0 <= distractors <= 5:
@@ -550,7 +549,7 @@ class ResearchTask(Task):
         if not 4 <= corpus_size <= 60:
             raise ValueError(f"corpus_size must be in 4..60, got {corpus_size!r}")
         self.hops, self.distractors = (lo, hi), distractors
-        self.corpus_size, self.arithmetic = corpus_size, arithmetic
+        self.corpus_size, self.arithmetic = corpus_size, bool(arithmetic)
 
     def sample(self, rng: np.random.Generator) -> ResearchEpisode:
         b = WorldBuilder(rng)
@@ -650,56 +649,8 @@ class ResearchTask(Task):
         return sorted(words)
 
 
-class ResearchEnv(HierarchicalToolEnv):
+class ResearchEnv(TaskEnv, name="research_v0", task=ResearchTask, difficulties=DIFFICULTIES):
     """research_v0 (see the module docstring for the env card)."""
-
-    metadata = {"render_modes": ["ansi"], "name": "research_v0", "is_parallelizable": False}
-
-    def __init__(
-        self,
-        *,
-        difficulty: str = "medium",
-        hops: tuple[int, int] | None = None,
-        distractors: int | None = None,
-        corpus_size: int | None = None,
-        arithmetic: bool | None = None,
-        main_turns: int | None = None,
-        sub_turns: int | None = None,
-        episode_turns: int | None = None,
-        context_chars: int | None = None,
-        doc_ref: str = "id",
-        codec: str = "compact",
-        reward_weights: RewardWeights | None = None,
-        max_observation_chars: int = 2048,
-        render_mode: str | None = None,
-    ) -> None:
-        given = dict(
-            hops=hops,
-            distractors=distractors,
-            corpus_size=corpus_size,
-            arithmetic=arithmetic,
-            main_turns=main_turns,
-            sub_turns=sub_turns,
-            episode_turns=episode_turns,
-            context_chars=context_chars,
-        )
-        knobs, budgets = difficulty_knobs(DIFFICULTIES, difficulty, given)
-        self.difficulty = difficulty
-        task = ResearchTask(
-            tuple(knobs["hops"]),
-            knobs["distractors"],
-            knobs["corpus_size"],
-            bool(knobs["arithmetic"]),
-            doc_ref,
-        )
-        super().__init__(
-            task,
-            codec=codec,
-            budgets=budgets,
-            reward_weights=reward_weights,
-            max_observation_chars=max_observation_chars,
-            render_mode=render_mode,
-        )
 
 
 __all__ = ["env", "raw_env", "ResearchEnv", "ResearchTask", "answers_match"]

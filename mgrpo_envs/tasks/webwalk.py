@@ -102,11 +102,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from pettingzoo import AECEnv
 
 from mgrpo_envs.core.codecs import ToolCall
-from mgrpo_envs.core.env import HierarchicalToolEnv, difficulty_knobs
-from mgrpo_envs.core.rewards import RewardWeights
 from mgrpo_envs.core.task import Episode, Fact, Task, ToolEvent, pool_of
+from mgrpo_envs.core.task_env import TaskEnv, wrap
 from mgrpo_envs.core.tools import Tool, ToolError
 
 ROLE = "navigator"
@@ -285,11 +285,9 @@ NEWS_TEMPLATES: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def env(**kwargs) -> HierarchicalToolEnv:
-    """The PettingZoo AEC env, with PettingZoo's order-enforcing wrapper."""
-    from pettingzoo.utils import wrappers
-
-    return wrappers.OrderEnforcingWrapper(raw_env(**kwargs))
+def env(**kwargs) -> AECEnv:
+    """The PettingZoo AEC env: :func:`raw_env` in the core's wrappers (``wrap``)."""
+    return wrap(raw_env(**kwargs))
 
 
 def raw_env(**kwargs) -> WebWalkEnv:
@@ -741,7 +739,7 @@ class WebWalkTask(Task):
         news: int,
         arithmetic: bool,
     ) -> None:
-        lo, hi = parts
+        lo, hi = tuple(parts)
         if not (1 <= lo <= hi <= len(KINDS)):
             raise ValueError(
                 f"parts must be a range within 1..{len(KINDS)} like (2, 3), got {parts!r}"
@@ -849,66 +847,8 @@ class WebWalkTask(Task):
         return sorted(words)
 
 
-class WebWalkEnv(HierarchicalToolEnv):
+class WebWalkEnv(TaskEnv, name="webwalk_v0", task=WebWalkTask, difficulties=DIFFICULTIES):
     """webwalk_v0 (see the module docstring for the env card)."""
-
-    metadata = {"render_modes": ["ansi"], "name": "webwalk_v0", "is_parallelizable": False}
-
-    def __init__(
-        self,
-        *,
-        difficulty: str = "medium",
-        parts: tuple[int, int] | None = None,
-        depth: int | None = None,
-        groups: int | None = None,
-        entities: int | None = None,
-        decoys: int | None = None,
-        archived: bool | None = None,
-        news: int | None = None,
-        arithmetic: bool | None = None,
-        main_turns: int | None = None,
-        sub_turns: int | None = None,
-        episode_turns: int | None = None,
-        context_chars: int | None = None,
-        codec: str = "compact",
-        reward_weights: RewardWeights | None = None,
-        max_observation_chars: int = 2048,
-        render_mode: str | None = None,
-    ) -> None:
-        given = dict(
-            parts=parts,
-            depth=depth,
-            groups=groups,
-            entities=entities,
-            decoys=decoys,
-            archived=archived,
-            news=news,
-            arithmetic=arithmetic,
-            main_turns=main_turns,
-            sub_turns=sub_turns,
-            episode_turns=episode_turns,
-            context_chars=context_chars,
-        )
-        knobs, budgets = difficulty_knobs(DIFFICULTIES, difficulty, given)
-        self.difficulty = difficulty
-        task = WebWalkTask(
-            tuple(knobs["parts"]),
-            knobs["depth"],
-            knobs["groups"],
-            knobs["entities"],
-            knobs["decoys"],
-            knobs["archived"],
-            knobs["news"],
-            knobs["arithmetic"],
-        )
-        super().__init__(
-            task,
-            codec=codec,
-            budgets=budgets,
-            reward_weights=reward_weights,
-            max_observation_chars=max_observation_chars,
-            render_mode=render_mode,
-        )
 
 
 __all__ = ["env", "raw_env", "WebWalkEnv", "WebWalkTask", "WebWalkEpisode"]
