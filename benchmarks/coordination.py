@@ -91,13 +91,12 @@ import numpy as np
 import torch
 
 import mgrpo_envs
+from mgrpo_algos.algorithms.grpo import GRPOConfig, GRPOTrainer
+from mgrpo_algos.algorithms.mgrpo import MGRPOConfig, MGRPOTrainer
 from mgrpo_algos.alignment import subtask_key
 from mgrpo_algos.demo import cache_usable, read_stamp, stamp_difference, write_stamp
 from mgrpo_algos.evaluate import eval_seeds, evaluate
-from mgrpo_algos.grpo import GRPOConfig, GRPOTrainer
-from mgrpo_algos.learner import Learner, make_env_fn, reward_weights, score_main
 from mgrpo_algos.metrics import emit, format_rate, machine
-from mgrpo_algos.mgrpo import MGRPOConfig, MGRPOTrainer, score_sub
 from mgrpo_algos.policies import HFPolicy
 from mgrpo_algos.provenance import cache_stamp, provenance
 from mgrpo_algos.rollout import RolloutConfig, RolloutEngine
@@ -109,6 +108,8 @@ from mgrpo_algos.sft import (
     train_sft,
     warm_start,
 )
+from mgrpo_algos.training.loop import Learner, make_env_fn
+from mgrpo_algos.training.scoring import reward_weights, score_main, score_sub
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helper module beside this file
 import coordination_cells as cells  # noqa: E402

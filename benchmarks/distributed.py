@@ -31,11 +31,11 @@ from typing import Any
 import ray
 import torch
 
+from mgrpo_algos.algorithms.mgrpo import MGRPOConfig, MGRPOTrainer
 from mgrpo_algos.distributed import RayMGRPOTrainer
 from mgrpo_algos.distributed.rollout import RayRollouts
-from mgrpo_algos.learner import Learner
 from mgrpo_algos.metrics import emit, median
-from mgrpo_algos.mgrpo import MGRPOConfig, MGRPOTrainer
+from mgrpo_algos.training.loop import Learner
 
 ENV = {"difficulty": "easy", "main_turns": 3, "sub_turns": 2, "episode_turns": 12}
 

@@ -15,7 +15,7 @@ Three measurements, in one process on one machine:
    token is an ordinary token), in TRL ``min_new_tokens=32`` (EOS is never sampled,
    so TRL never cuts a completion at one).
 
-   *Ours* is built from the library's parts, the ones ``mgrpo_algos.grpo``'s learner
+   *Ours* is built from the library's parts, the ones ``mgrpo_algos.algorithms.grpo``'s learner
    uses (its env-driven collection cannot take fixed 128-token prompts):
    ``HFPolicy.generate`` (batched KV-cache sampling; its sampling log-probs are the
    old log-probs) -> reward -> ``group_advantages`` -> ``Trajectory`` records ->
@@ -90,10 +90,10 @@ import torch
 import mgrpo_envs
 from mgrpo_algos.buffer import Trajectory, collate, minibatches
 from mgrpo_algos.functional import group_advantages, policy_loss
-from mgrpo_algos.learner import chunk_logprobs, group_minibatches
 from mgrpo_algos.metrics import emit, median
 from mgrpo_algos.policies import HFPolicy
 from mgrpo_algos.policies.tiny import SPECIAL_TOKENS, resolve_vocabulary
+from mgrpo_algos.training.update import chunk_logprobs, group_minibatches
 
 TURNS = (4, 8, 16, 32)
 LR = 1e-5

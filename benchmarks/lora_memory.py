@@ -59,8 +59,8 @@ import numpy as np
 import torch
 
 import mgrpo_envs
+from mgrpo_algos.algorithms.mgrpo import MGRPOConfig, MGRPOTrainer
 from mgrpo_algos.metrics import emit, median
-from mgrpo_algos.mgrpo import MGRPOConfig, MGRPOTrainer
 from mgrpo_algos.policies import HFPolicy
 from mgrpo_envs.core.codecs import ParseError, ToolCall, make_codec
 from mgrpo_envs.core.env import Budgets, HierarchicalToolEnv

@@ -43,18 +43,12 @@ from typing import Any
 import torch
 
 import mgrpo_envs
+from mgrpo_algos.algorithms.mgrpo import MGRPOConfig, MGRPOTrainer
 from mgrpo_algos.evaluate import EvalResult, evaluate
-from mgrpo_algos.learner import check_new_run_dir
 from mgrpo_algos.metrics import emit
-from mgrpo_algos.mgrpo import MGRPOConfig, MGRPOTrainer
 from mgrpo_algos.policies import HFPolicy
-from mgrpo_algos.sft import (
-    PRETRAINED_RECIPE,
-    LoRASettings,
-    lora_views,
-    save_warm_start,
-    warm_start,
-)
+from mgrpo_algos.sft import PRETRAINED_RECIPE, LoRASettings, lora_views, save_warm_start, warm_start
+from mgrpo_algos.training.checkpoints import check_new_run_dir
 
 
 @dataclass(frozen=True)

@@ -10,16 +10,16 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mgrpo_algos.grpo import GRPOConfig, GRPOTrainer
-    from mgrpo_algos.mgrpo import MGRPOConfig, MGRPOTrainer
+    from mgrpo_algos.algorithms.grpo import GRPOConfig, GRPOTrainer
+    from mgrpo_algos.algorithms.mgrpo import MGRPOConfig, MGRPOTrainer
 
 __all__ = ["GRPOConfig", "GRPOTrainer", "MGRPOConfig", "MGRPOTrainer"]
 
 _HOME = {
-    "GRPOConfig": "mgrpo_algos.grpo",
-    "GRPOTrainer": "mgrpo_algos.grpo",
-    "MGRPOConfig": "mgrpo_algos.mgrpo",
-    "MGRPOTrainer": "mgrpo_algos.mgrpo",
+    "GRPOConfig": "mgrpo_algos.algorithms.grpo",
+    "GRPOTrainer": "mgrpo_algos.algorithms.grpo",
+    "MGRPOConfig": "mgrpo_algos.algorithms.mgrpo",
+    "MGRPOTrainer": "mgrpo_algos.algorithms.mgrpo",
 }
 
 

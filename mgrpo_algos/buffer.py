@@ -25,6 +25,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+MAIN = "main"
+"""The main agent's role: the first of every env's ``possible_agents``."""
+
 
 @dataclass(frozen=True)
 class Trajectory:

@@ -22,7 +22,7 @@ import json
 import os
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -36,9 +36,9 @@ from mgrpo_algos.store import StoreError
 
 # The configs' fields, defaults and documentation, read without importing torch; the
 # real classes (imported in config_of and sft_config_of) validate the values.
-GRPOOptions = read_or_import("mgrpo_algos.grpo", "GRPOConfig")
-MGRPOOptions = read_or_import("mgrpo_algos.mgrpo", "MGRPOConfig")
-TFGRPOOptions = read_or_import("mgrpo_algos.tfgrpo", "TFGRPOConfig")
+GRPOOptions = read_or_import("mgrpo_algos.algorithms.grpo", "GRPOConfig")
+MGRPOOptions = read_or_import("mgrpo_algos.algorithms.mgrpo", "MGRPOConfig")
+TFGRPOOptions = read_or_import("mgrpo_algos.algorithms.tfgrpo", "TFGRPOConfig")
 SFTOptions = read_or_import("mgrpo_algos.sft", "SFTConfig")
 RECIPE = read_or_import("mgrpo_algos.sft", "RECIPE")
 PRETRAINED_RECIPE = read_or_import("mgrpo_algos.sft", "PRETRAINED_RECIPE")
@@ -110,56 +110,48 @@ class TrainArgs(MGRPOOptions):
         """Validated when the learner's config is built from it (`config_of`)."""
 
 
-MULTI_AGENT_ONLY = sorted(
-    {f.name for f in dataclasses.fields(MGRPOOptions)}
-    - {f.name for f in dataclasses.fields(GRPOOptions)}
-)
-TF_GRPO_ONLY = sorted(
-    {f.name for f in dataclasses.fields(TFGRPOOptions)}
-    - {f.name for f in dataclasses.fields(MGRPOOptions)}
-)
-NOT_TF_GRPO = sorted(set(MULTI_AGENT_ONLY) - {f.name for f in dataclasses.fields(TFGRPOOptions)})
+CLI_ONLY = ("out", "resume", "config", "difficulty", "env_arg", "env_kwargs")
+"""TrainArgs fields that are the command's own, not a learner setting."""
+
+
+def options_of(algo: str) -> type:
+    """The settings ``--algo ALGO`` takes (its config's fields, read without torch).
+
+    The algorithm table (`mgrpo_algos.algorithms.ALGORITHMS`) names each algo's config
+    class; ``tests/test_cli.py`` checks that this map agrees with it.
+    """
+    return {"grpo": GRPOOptions, "tf-grpo": TFGRPOOptions}.get(algo, MGRPOOptions)
 
 
 def config_of(args: TrainArgs) -> Any:
-    """The learner config ``args`` describe: a GRPO, M-GRPO or Training-Free GRPO config.
+    """The learner config ``args`` describe, of the class the algorithm table names.
 
     Imports the learners (torch, transformers); ``check_train_args`` checks what it
     can before.
     """
-    from mgrpo_algos.grpo import GRPOConfig
-    from mgrpo_algos.mgrpo import MGRPOConfig
-    from mgrpo_algos.tfgrpo import TFGRPOConfig
+    from mgrpo_algos.algorithms import algorithm
 
     kwargs = env_kwargs_of(args.env_kwargs, args.difficulty, args.env_arg)
-    check_train_args(args)
-    cls = {"grpo": GRPOConfig, "tf-grpo": TFGRPOConfig}.get(args.algo, MGRPOConfig)
+    cls = algorithm(args.algo).config
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
     return cls(**{**values, "env_kwargs": kwargs})
 
 
-def check_train_args(args: TrainArgs) -> None:
-    """Refuses options of another algo: tf-grpo's with the others, multi-agent ones with grpo."""
-    defaults = TrainArgs()
-
-    def changed(names: Sequence[str]) -> list[str]:
-        return [
-            f"--{name.replace('_', '-')}"
-            for name in names
-            if getattr(args, name) != getattr(defaults, name)
-        ]
-
-    if args.algo == "tf-grpo":
-        wrong, what = changed(NOT_TF_GRPO), "the M-GRPO algos (mgrpo, main-only, shared)"
-    else:
-        wrong, what = changed(TF_GRPO_ONLY), "--algo tf-grpo only"
-    if wrong:
-        raise ValueError(f"{', '.join(wrong)} apply to {what}, not to --algo {args.algo}")
-    wrong = changed(MULTI_AGENT_ONLY) if args.algo == "grpo" else []
+def check_train_args(args: TrainArgs, given: set[str]) -> None:
+    """Refuses every option given that ``--algo``'s config does not have, whatever its value."""
+    own = {f.name for f in dataclasses.fields(options_of(args.algo))}
+    fields = {f.name for f in dataclasses.fields(TrainArgs)}
+    wrong = []
+    for flag in sorted(given):
+        name = flag[2:].replace("-", "_")
+        if name not in fields and name.startswith("no_"):  # --no-FLAG of a bool
+            name = name[3:]
+        if name in fields and name not in own and name not in CLI_ONLY:
+            wrong.append(flag)
     if wrong:
         raise ValueError(
-            f"{', '.join(wrong)} apply to the multi-agent algos (mgrpo, main-only, "
-            "shared), not to --algo grpo"
+            f"{', '.join(wrong)}: not a setting of --algo {args.algo}, whatever its value "
+            f"(its settings: mgrpo train --algo {args.algo} --help)"
         )
 
 
@@ -211,10 +203,10 @@ def train(argv: list[str]) -> int:
         return resume(args.resume, given, args.steps)
     if not args.out:
         raise ValueError("--out DIR is required (or --resume DIR)")
-    check_train_args(args)
+    check_train_args(args, given)
     check_env(args.env, env_kwargs_of(args.env_kwargs, args.difficulty, args.env_arg))
     config = config_of(args)  # from here on torch, transformers (and Ray) are loaded
-    from mgrpo_algos.distributed import make_trainer
+    from mgrpo_algos.algorithms import make_trainer
 
     return run_trainer(make_trainer(config, args.out))
 
@@ -227,7 +219,8 @@ def resume(out_dir: str, given: set[str], steps: int) -> int:
             f"--resume continues a run with its own settings; only --steps may be "
             f"given with it, got {', '.join(extra)}"
         )
-    from mgrpo_algos.learner import CKPT_PATTERN, latest_checkpoint, load_config
+    from mgrpo_algos.algorithms import load_config
+    from mgrpo_algos.training.checkpoints import CKPT_PATTERN, latest_checkpoint
 
     ckpt = latest_checkpoint(out_dir)
     done = int(CKPT_PATTERN.match(ckpt.name).group(1))  # type: ignore[union-attr]
@@ -240,7 +233,7 @@ def resume(out_dir: str, given: set[str], steps: int) -> int:
             file=sys.stderr,
         )
         return 0
-    from mgrpo_algos.distributed import resume_trainer
+    from mgrpo_algos.algorithms import resume_trainer
 
     return run_trainer(resume_trainer(out_dir, steps=new_total))
 
@@ -346,7 +339,7 @@ class ExportArgs:
 
 def export_command(argv: list[str]) -> int:
     """``mgrpo export``."""
-    from mgrpo_algos.lora import export
+    from mgrpo_algos.training.checkpoints import export
 
     args = tyro.cli(ExportArgs, args=argv, prog="mgrpo export")
     saved = export(args.ckpt, args.out)
@@ -431,8 +424,8 @@ def sft(argv: list[str]) -> int:
     config = sft_config_of(args, {a.split("=", 1)[0] for a in argv if a.startswith("--")})
     import mgrpo_envs
     from mgrpo_algos.evaluate import evaluate
-    from mgrpo_algos.learner import check_new_run_dir
     from mgrpo_algos.sft import LoRASettings, save_warm_start, warm_start, warm_start_policies
+    from mgrpo_algos.training.checkpoints import check_new_run_dir
 
     lora = None
     if args.lora_rank:

@@ -270,8 +270,8 @@ def same_vocabulary(path: Path, env: Any, numbers: bool) -> bool:
     """Whether the tiny model saved in ``path`` has the tokenizer ``env`` builds now."""
     from tokenizers import Tokenizer
 
-    from mgrpo_algos.learner import read_roles
     from mgrpo_algos.policies.tiny import build_tokenizer
+    from mgrpo_algos.training.checkpoints import read_roles
 
     model = path / next(iter(read_roles(path).values()))
     saved = Tokenizer.from_file(str(model / "tokenizer.json")).get_vocab()
@@ -284,7 +284,7 @@ def publish_warm_start(source: Path, name: str) -> Path:
     ``source`` must be a shared warm start (every role the same weights) with its
     stamp; the copy keeps the stamp and maps every role to one ``model/``.
     """
-    from mgrpo_algos.learner import read_roles
+    from mgrpo_algos.training.checkpoints import read_roles
 
     stamp, roles = read_stamp(source), read_roles(source)
     if stamp is None:
@@ -316,8 +316,8 @@ def warm_start_dir(s: DemoSettings, out: Path, env_fn, *, cache: bool = True) ->
         env_fn: Builds the env.
         cache: False retrains, whatever is published or cached.
     """
-    from mgrpo_algos.learner import save_policies
     from mgrpo_algos.sft import train_warm_start
+    from mgrpo_algos.training.checkpoints import save_policies
 
     published = published_warm_start(s, env_fn()) if cache else None
     if published is not None:
@@ -351,8 +351,8 @@ def run_demo(
         out: Holds the warm start cache and the run's files.
         cache: False rebuilds the warm start even when the cached one matches.
     """
-    from mgrpo_algos.learner import latest_checkpoint
-    from mgrpo_algos.mgrpo import MGRPOConfig, MGRPOTrainer
+    from mgrpo_algos.algorithms.mgrpo import MGRPOConfig, MGRPOTrainer
+    from mgrpo_algos.training.checkpoints import latest_checkpoint
 
     out = Path(out)
     t0 = time.perf_counter()

@@ -22,10 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from mgrpo_algos.buffer import MAIN
 from mgrpo_algos.metrics import format_rate, wilson_interval
 from mgrpo_algos.policies.base import Policy
-from mgrpo_algos.rollout import EpisodeRecord, RolloutConfig, RolloutEngine
-from mgrpo_algos.sft import expert_script
+from mgrpo_algos.rollout import EpisodeRecord, RolloutConfig, RolloutEngine, expert_script
+from mgrpo_algos.training.scoring import episode_reward
+from mgrpo_envs.core.rewards import FormatReward, RewardWeights
 
 EVAL_SEED0: int = 1_000_000
 """The first held-out env seed."""
@@ -234,6 +236,8 @@ def evaluate(
     role_temperature: Mapping[str, float] | None = None,
     sampling_seed: int = 0,
     scripted: Sequence[str] = (),
+    weights: RewardWeights | None = None,
+    format_reward: FormatReward = "fraction",
 ) -> EvalResult:
     """Plays the first ``episodes`` held-out episodes once each and reports success.
 
@@ -249,6 +253,10 @@ def evaluate(
         role_temperature: Sampling temperature per role, overriding ``temperature``.
         sampling_seed: Seeds the sampling generator.
         scripted: Roles played by the env's scripted expert instead of a policy.
+        weights: The reward weights of ``reward_mean`` (None: the paper's), scored
+            by the learners' own `episode_reward`, so that a run's evaluation and its
+            training agree for any weights.
+        format_reward: ``r_format``'s form, as the run's config says.
 
     Returns:
         The successes, main's reward with its interval and the sub-agents' calls.
@@ -275,7 +283,10 @@ def evaluate(
         res = engine.collect(
             seeds, group_size=1, generator=torch.Generator().manual_seed(sampling_seed)
         )
-    rewards = [e.reward for e in res.episodes]
+    weights = RewardWeights() if weights is None else weights
+    rewards = [
+        episode_reward(e.infos[MAIN]["outcome"], weights, format_reward) for e in res.episodes
+    ]
     outputs, parsed = output_counts(res.episodes)
     return EvalResult(
         successes=sum(e.correct for e in res.episodes),

@@ -10,6 +10,8 @@ import statistics
 import warnings
 from typing import Any
 
+from mgrpo_algos.provenance import provenance
+
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """The Wilson score interval of a success rate (95% by default).
@@ -55,8 +57,6 @@ def machine() -> dict[str, Any]:
         info["torch_threads"] = torch.get_num_threads()
     except ImportError:
         pass
-    from mgrpo_algos.provenance import provenance
-
     info.update(provenance())
     return info
 

@@ -6,8 +6,8 @@ for GRPO) and tokens per turn. Another directory (what ``mgrpo sft`` or ``mgrpo
 export`` writes, or one saved policy) records none of them: it is loaded as
 ``mgrpo train --model DIR`` loads it, on train's defaults, and a set of policies
 for ``main`` alone plays the single-agent view, as GRPO trains it. The loaders are
-the learners' own (``learner.load_run``, ``learner.load_policies``,
-``learner.load_saved_policies``); this module only chooses among them.
+the library's one loader (``algorithms.load_run``, ``training.checkpoints.load_policies``,
+``load_saved_policies``); this module only chooses among them.
 """
 
 from __future__ import annotations
@@ -18,21 +18,19 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import mgrpo_envs
+from mgrpo_algos.algorithms import load_config, load_run
 from mgrpo_algos.env_options import check_env, load_env_spec
-from mgrpo_algos.learner import (
+from mgrpo_algos.training.checkpoints import (
     CKPT_PATTERN,
-    LearnerConfig,
-    env_fn_of,
     is_complete_checkpoint,
+    is_lora_policies,
     latest_checkpoint,
-    load_config,
     load_policies,
-    load_run,
     load_saved_policies,
-    make_env_fn,
     read_roles,
 )
-from mgrpo_algos.lora import is_lora_policies
+from mgrpo_algos.training.config import LearnerConfig
+from mgrpo_algos.training.loop import env_fn_of, make_env_fn
 
 
 class Playable(NamedTuple):

@@ -450,3 +450,8 @@ class SingleAgentAEC:
 
     def oracle_action(self) -> str:
         return self.env.unwrapped.oracle_action()
+
+
+def expert_script(env: Any) -> str:
+    """The env's scripted expert as a rollout-engine script."""
+    return env.unwrapped.oracle_action()

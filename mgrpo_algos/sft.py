@@ -48,17 +48,11 @@ from tqdm.auto import tqdm
 
 from mgrpo_algos.buffer import Trajectory, collate, minibatches
 from mgrpo_algos.functional import masked_mean
-from mgrpo_algos.lora import (
-    LORA_TARGETS,
-    AdapterSet,
-    LoRAPolicy,
-    check_lora_config,
-    peft_config,
-    save_lora_checkpoint,
-)
+from mgrpo_algos.lora import LORA_TARGETS, AdapterSet, LoRAPolicy, check_lora_config, peft_config
 from mgrpo_algos.policies import HFPolicy
 from mgrpo_algos.policies.base import Policy
-from mgrpo_algos.rollout import RolloutConfig, RolloutEngine
+from mgrpo_algos.rollout import RolloutConfig, RolloutEngine, expert_script
+from mgrpo_algos.training.checkpoints import load_policies, save_lora_checkpoint, save_policies
 from mgrpo_envs.core.codecs import ToolCall
 
 
@@ -198,11 +192,6 @@ class LoRASettings:
 def recipe(**changes: Any) -> SFTConfig:
     """:data:`RECIPE` with ``changes`` (e.g. ``episodes=2000``)."""
     return dataclasses.replace(RECIPE, **changes)
-
-
-def expert_script(env: Any) -> str:
-    """The env's scripted expert as a rollout-engine script."""
-    return env.unwrapped.oracle_action()
 
 
 GIVE_UP = "unknown"
@@ -512,8 +501,6 @@ def tiny_policies(
             save it once per role to give each role its own copy), else one per role.
         numbers: Document ids and years as single tokens (see `HFPolicy.tiny`).
     """
-    from mgrpo_algos.policies import HFPolicy
-
     roles = list(env.possible_agents)
     if shared:
         one = HFPolicy.tiny(env, size=size, seed=seed, numbers=numbers)
@@ -574,8 +561,6 @@ def warm_start_policies(
         shared: One model (or adapter, named ``shared``) learns every role's
             demonstrations; False: one per role (adapters named after the roles).
     """
-    from mgrpo_algos.learner import load_policies
-
     if lora is None:
         if model == "tiny":
             return tiny_policies(env, size=size, seed=seed, shared=shared)
@@ -618,8 +603,6 @@ def save_warm_start(policies: Mapping[str, Policy], out: str | Path) -> None:
     ``OUT/base/``), so ``mgrpo train --model OUT --lora-rank R`` starts every new
     adapter from its role's, and ``mgrpo export --ckpt OUT`` merges them.
     """
-    from mgrpo_algos.learner import save_policies
-
     out = Path(out)
     if any(isinstance(p, LoRAPolicy) for p in policies.values()):
         names = {role: policy.name for role, policy in policies.items()}

@@ -15,9 +15,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from mgrpo_algos.buffer import Trajectory
-
-MAIN = "main"
+from mgrpo_algos.buffer import MAIN, Trajectory
 
 IDLE_STEPS = 3
 """Steps in a row without a sample after which a trained role is reported."""

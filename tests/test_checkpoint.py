@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from mgrpo_algos.learner import CheckpointWarning, latest_checkpoint, load_run, resume_run
-from mgrpo_algos.mgrpo import MGRPOConfig, MGRPOTrainer
+from mgrpo_algos.algorithms import load_run
+from mgrpo_algos.algorithms import resume_trainer as resume_run
+from mgrpo_algos.algorithms.mgrpo import MGRPOConfig, MGRPOTrainer
+from mgrpo_algos.training.checkpoints import CheckpointWarning, latest_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {"difficulty": "easy", "main_turns": 3, "sub_turns": 2, "episode_turns": 12}
@@ -26,7 +28,7 @@ SMALL = dict(steps=2, queries_per_step=2, group_size=2, max_new_tokens=6, env_kw
 WRITER = """
 import sys, torch
 torch.set_num_threads(1)
-from mgrpo_algos.mgrpo import MGRPOConfig, MGRPOTrainer
+from mgrpo_algos.algorithms.mgrpo import MGRPOConfig, MGRPOTrainer
 config = MGRPOConfig(checkpoint_every=1, **{small})
 trainer = MGRPOTrainer(config, sys.argv[1])
 trainer.writer.write(trainer.train_step())

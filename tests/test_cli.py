@@ -120,7 +120,16 @@ def test_an_existing_run_directory_is_refused_before_any_work(tmp_path) -> None:
     "argv,match",
     [
         (["train"], "--out DIR is required"),
-        (["train", "--out", "{tmp}/x", "--algo", "grpo", "--align", "fill"], "--align apply"),
+        (["train", "--out", "{tmp}/x", "--algo", "grpo", "--align", "fill"], "--align: not a"),
+        # refused whatever its value, the default included
+        (
+            ["train", "--out", "{tmp}/x", "--algo", "grpo", "--align", "duplicate_drop"],
+            "--align: not",
+        ),
+        (
+            ["train", "--out", "{tmp}/x", "--algo", "mgrpo", "--no-reflect-ground-truth"],
+            "--no-refl",
+        ),
         (["train", "--out", "{tmp}/x", "--model", "{tmp}/afile.txt"], "model must be 'tiny' or"),
         (["train", "--out", "{tmp}/x", "--env", "chess_v6"], "unknown env id 'chess_v6'"),
         (["train", "--out", "{tmp}/x", "--env-arg", "main_turns"], "--env-arg takes KEY=VALUE"),
@@ -264,11 +273,11 @@ def test_the_options_read_from_source_equal_the_configs() -> None:
     import typing
 
     from mgrpo_algos import cli, config_reader
-    from mgrpo_algos.grpo import GRPOConfig
+    from mgrpo_algos.algorithms.grpo import GRPOConfig
+    from mgrpo_algos.algorithms.mgrpo import MGRPOConfig
+    from mgrpo_algos.algorithms.tfgrpo import TFGRPOConfig
     from mgrpo_algos.lora import LORA_TARGETS
-    from mgrpo_algos.mgrpo import MGRPOConfig
     from mgrpo_algos.sft import PRETRAINED_RECIPE, RECIPE, SFTConfig
-    from mgrpo_algos.tfgrpo import TFGRPOConfig
 
     def default(f: dataclasses.Field):
         factory = f.default_factory
@@ -337,7 +346,7 @@ def test_help_into_a_closed_pipe_exits_quietly() -> None:
 
 
 def test_resuming_a_finished_run_says_so_before_any_work(tmp_path, capsys, monkeypatch) -> None:
-    import mgrpo_algos.distributed
+    import mgrpo_algos.algorithms
 
     out = tmp_path / "run"
     assert main(["train", "--algo", "grpo", "--steps", "1", "--out", str(out), *SMALL, *ENV]) == 0
@@ -345,7 +354,7 @@ def test_resuming_a_finished_run_says_so_before_any_work(tmp_path, capsys, monke
     def refuse(*args, **kwargs):
         raise AssertionError("a finished run started a trainer")
 
-    monkeypatch.setattr(mgrpo_algos.distributed, "resume_trainer", refuse)
+    monkeypatch.setattr(mgrpo_algos.algorithms, "resume_trainer", refuse)
     capsys.readouterr()
     for extra in ([], ["--steps", "1"]):
         assert main(["train", "--resume", str(out), *extra]) == 0
@@ -387,3 +396,17 @@ def test_eval_reads_every_policy_directory_the_library_writes(tmp_path, capsys) 
     for path in (run, warm):
         with pytest.raises(SystemExit, match="--env 'x.txt:a_v0': no module 'x.txt'"):
             main(["eval", "--ckpt", str(path), "--env", "x.txt:a_v0"])
+
+
+def test_the_cli_options_of_each_algo_are_its_configs_fields() -> None:
+    """`options_of` (read without torch) agrees with the algorithm table's config classes."""
+    import dataclasses
+
+    from mgrpo_algos.algorithms import ALGORITHMS
+    from mgrpo_algos.cli import TrainArgs, options_of
+
+    train_fields = {f.name for f in dataclasses.fields(TrainArgs)}
+    for name, algo in ALGORITHMS.items():
+        fields = [f.name for f in dataclasses.fields(algo.config)]
+        assert [f.name for f in dataclasses.fields(options_of(name))] == fields, name
+        assert set(fields) <= train_fields, name  # every setting has its flag

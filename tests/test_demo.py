@@ -84,8 +84,8 @@ def test_publish_copies_one_shared_model_with_its_stamp(tmp_path, monkeypatch) -
 
     import mgrpo_envs
     from mgrpo_algos import demo
-    from mgrpo_algos.learner import load_saved_policies, save_policies
     from mgrpo_algos.policies import HFPolicy
+    from mgrpo_algos.training.checkpoints import load_saved_policies, save_policies
 
     monkeypatch.setattr(demo, "PUBLISHED", tmp_path / "published")
     s = demo.DemoSettings(sft_seed=7)

@@ -21,6 +21,8 @@ import torch
 
 ray = pytest.importorskip("ray")
 
+from mgrpo_algos.algorithms import load_run  # noqa: E402
+from mgrpo_algos.algorithms.mgrpo import MGRPOConfig, MGRPOTrainer  # noqa: E402
 from mgrpo_algos.buffer import Trajectory  # noqa: E402
 from mgrpo_algos.cli import main  # noqa: E402
 from mgrpo_algos.demo import PUBLISHED  # noqa: E402
@@ -36,11 +38,9 @@ from mgrpo_algos.distributed.rollout import (  # noqa: E402
     slice_generator_states,
 )
 from mgrpo_algos.distributed.store import RewardBook  # noqa: E402
-from mgrpo_algos.learner import load_run  # noqa: E402
-from mgrpo_algos.lora import export  # noqa: E402
-from mgrpo_algos.mgrpo import MGRPOConfig, MGRPOTrainer  # noqa: E402
 from mgrpo_algos.policies import HFPolicy  # noqa: E402
 from mgrpo_algos.store import MemoryStore, RolloutReward  # noqa: E402
+from mgrpo_algos.training.checkpoints import export  # noqa: E402
 
 ENV = {"difficulty": "easy", "main_turns": 3, "sub_turns": 2, "episode_turns": 12}
 SMALL = dict(steps=2, queries_per_step=2, group_size=3, max_new_tokens=8, env_kwargs=ENV, lr=1e-2)

@@ -7,8 +7,9 @@ import json
 import pytest
 import torch
 
-from mgrpo_algos.grpo import GRPOConfig, GRPOTrainer
-from mgrpo_algos.learner import add_advantages, lr_lambda, step_seeds
+from mgrpo_algos.algorithms.grpo import GRPOConfig, GRPOTrainer
+from mgrpo_algos.training.loop import step_seeds
+from mgrpo_algos.training.update import add_advantages, lr_lambda
 from tests.test_buffer import traj
 
 # short budgets keep random-policy episodes (and their contexts) small

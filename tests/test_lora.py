@@ -15,11 +15,12 @@ from transformers import AutoModelForCausalLM
 
 import mgrpo_envs
 from mgrpo_algos import MGRPOConfig, MGRPOTrainer
+from mgrpo_algos.algorithms import load_run
+from mgrpo_algos.algorithms.grpo import GRPOConfig, GRPOTrainer
 from mgrpo_algos.cli import main
-from mgrpo_algos.grpo import GRPOConfig, GRPOTrainer
-from mgrpo_algos.learner import load_run
-from mgrpo_algos.lora import LORA_TARGETS, LoRAPolicy, export
+from mgrpo_algos.lora import LORA_TARGETS, LoRAPolicy
 from mgrpo_algos.policies import HFPolicy
+from mgrpo_algos.training.checkpoints import export
 from tests.test_mgrpo import ENV, SUB, FakeEngine, small, strip
 
 pytest.importorskip("peft")

@@ -30,12 +30,18 @@ from mgrpo_algos.functional import (
     ragged,
     truncate,
 )
-from mgrpo_algos.learner import add_advantages, format_of, score_main, step_seeds
-from mgrpo_algos.mgrpo import score_sub
 from mgrpo_algos.policies import HFPolicy
-from mgrpo_algos.rollout import EpisodeRecord, RolloutConfig, RolloutEngine, RolloutResult
-from mgrpo_algos.sft import expert_script
+from mgrpo_algos.rollout import (
+    EpisodeRecord,
+    RolloutConfig,
+    RolloutEngine,
+    RolloutResult,
+    expert_script,
+)
 from mgrpo_algos.store import RolloutReward
+from mgrpo_algos.training.loop import step_seeds
+from mgrpo_algos.training.scoring import format_of, score_main, score_sub
+from mgrpo_algos.training.update import add_advantages
 from mgrpo_envs.core.rewards import RewardWeights, main_reward, sub_reward
 from tests.test_buffer import traj
 

@@ -8,14 +8,13 @@ import torch
 
 import mgrpo_envs
 from mgrpo_algos.policies import HFPolicy
-from mgrpo_algos.rollout import RolloutConfig, RolloutEngine, SingleAgentAEC
+from mgrpo_algos.rollout import RolloutConfig, RolloutEngine, SingleAgentAEC, expert_script
 from mgrpo_algos.sft import (
     GIVE_UP,
     GiveUpExpert,
     SFTConfig,
     collect_demonstrations,
     copy_batch,
-    expert_script,
     interleave,
     lookup_batch,
     tiny_policies,

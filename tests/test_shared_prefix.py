@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from mgrpo_algos.algorithms.grpo import GRPOConfig, GRPOTrainer
+from mgrpo_algos.algorithms.mgrpo import MGRPOConfig, MGRPOTrainer
 from mgrpo_algos.buffer import Trajectory, collate
-from mgrpo_algos.grpo import GRPOConfig, GRPOTrainer
-from mgrpo_algos.learner import backward_loss, group_minibatches
-from mgrpo_algos.mgrpo import MGRPOConfig, MGRPOTrainer
 from mgrpo_algos.policies import HFPolicy
 from mgrpo_algos.policies.prefix import PrefixGroups, prefix_groups, shared_prefix_pays
+from mgrpo_algos.training.update import backward_loss, group_minibatches
 from tests.test_buffer import traj
 from tests.test_grpo import reward_outcomes
 

@@ -21,9 +21,9 @@ from safetensors.torch import load_file
 import mgrpo_envs
 from mgrpo_algos import MGRPOConfig, MGRPOTrainer
 from mgrpo_algos.cli import main
-from mgrpo_algos.learner import latest_checkpoint
 from mgrpo_algos.lora import LoRAPolicy
 from mgrpo_algos.sft import LoRASettings, SFTConfig, warm_start, warm_start_policies
+from mgrpo_algos.training.checkpoints import latest_checkpoint
 from tests.test_mgrpo import ENV, FakeEngine, strip
 
 peft = pytest.importorskip("peft")

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
+from mgrpo_algos.algorithms.grpo import GRPOConfig, GRPOTrainer
 from mgrpo_algos.buffer import RolloutBuffer, collate
 from mgrpo_algos.functional import masked_mean
-from mgrpo_algos.grpo import GRPOConfig, GRPOTrainer
-from mgrpo_algos.learner import chunk_logprobs, chunk_loss
 from mgrpo_algos.policies import HFPolicy
+from mgrpo_algos.training.update import chunk_logprobs, chunk_loss
 
 ENV = {"difficulty": "easy", "main_turns": 3, "sub_turns": 2, "episode_turns": 12}
 T = 0.7

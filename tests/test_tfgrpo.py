@@ -8,12 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from mgrpo_algos.buffer import Trajectory
-from mgrpo_algos.cli import config_of, main, parse_train
-from mgrpo_algos.learner import load_run
-from mgrpo_algos.policies import HFPolicy
-from mgrpo_algos.rollout import EpisodeRecord, RolloutConfig, RolloutEngine, RolloutResult
-from mgrpo_algos.tfgrpo import (
+from mgrpo_algos.algorithms import load_run
+from mgrpo_algos.algorithms.tfgrpo import (
     TRAIN_SET_SEED0,
     Experience,
     ExperienceLibrary,
@@ -26,6 +22,10 @@ from mgrpo_algos.tfgrpo import (
     relative_groups,
     subtask_key,
 )
+from mgrpo_algos.buffer import Trajectory
+from mgrpo_algos.cli import config_of, main, parse_train
+from mgrpo_algos.policies import HFPolicy
+from mgrpo_algos.rollout import EpisodeRecord, RolloutConfig, RolloutEngine, RolloutResult
 
 # short budgets keep random-policy episodes (and their contexts) small
 ENV = {"difficulty": "easy", "main_turns": 3, "sub_turns": 2, "episode_turns": 12}
@@ -464,8 +464,8 @@ def test_cli_trains_resumes_and_evaluates_a_tf_grpo_run(tmp_path, capsys) -> Non
 @pytest.mark.parametrize(
     "argv,match",
     [
-        (["--algo", "grpo", "--max-experiences", "3"], "--max-experiences apply to --algo tf-grpo"),
-        (["--algo", "tf-grpo", "--align", "truncate"], "--align apply to the M-GRPO algos"),
+        (["--algo", "grpo", "--max-experiences", "3"], "--max-experiences: not a setting of"),
+        (["--algo", "tf-grpo", "--align", "truncate"], "--align: not a setting of --algo tf"),
         (["--algo", "tf-grpo", "--reflector", "nowhere"], "reflector must be one of"),
     ],
 )

@@ -43,20 +43,16 @@ import ray
 import torch
 
 from mgrpo_algos import lora
+from mgrpo_algos.algorithms.grpo import GRPOTrainer
+from mgrpo_algos.algorithms.mgrpo import MGRPOTrainer
 from mgrpo_algos.buffer import RolloutBuffer, Trajectory
 from mgrpo_algos.evaluate import EvalResult
-from mgrpo_algos.grpo import GRPOTrainer
-from mgrpo_algos.learner import (
-    Learner,
-    LearnerConfig,
-    config_dict,
-    rng_state,
-    write_checkpoint,
-)
-from mgrpo_algos.mgrpo import Judge, MGRPOTrainer
 from mgrpo_algos.policies import HFPolicy
 from mgrpo_algos.rollout import RolloutResult
 from mgrpo_algos.store import StatsStore
+from mgrpo_algos.training.checkpoints import rng_state, save_lora_checkpoint, write_checkpoint
+from mgrpo_algos.training.config import LearnerConfig, config_dict
+from mgrpo_algos.training.scoring import Judge
 
 from . import RoleActorLost
 from .roles import RoleActor, lora_base_files, policy_from_files, text_info, write_files
@@ -412,7 +408,7 @@ class RayBackend:
                     write_files(part["ref"], tmp / "refs" / name)
             (tmp / "policies" / "roles.json").write_text(json.dumps(dict(self.names), indent=2))
             if self.config.lora_rank > 0:  # base/ once, from the driver's copy (never trained)
-                lora.save_lora_checkpoint(self.policies, tmp)
+                save_lora_checkpoint(self.policies, tmp)
             state = {
                 "optimizers": {n: parts[n]["optimizer"] for n in self.groups},
                 "schedulers": {n: parts[n]["scheduler"] for n in self.groups},
@@ -498,16 +494,10 @@ class RayGRPOTrainer(RayBackend, GRPOTrainer):
     """Single-agent GRPO on Ray (one role actor); takes ``GRPOTrainer``'s arguments."""
 
 
-def ray_trainer_class(algo: str) -> type[Learner]:
-    """The Ray learner of ``algo``."""
-    return RayGRPOTrainer if algo == "grpo" else RayMGRPOTrainer
-
-
 __all__ = [
     "RayBackend",
     "RayGRPOTrainer",
     "RayMGRPOTrainer",
     "fresh_samples",
     "init_ray",
-    "ray_trainer_class",
 ]

@@ -33,16 +33,12 @@ import transformers
 
 from mgrpo_algos import lora
 from mgrpo_algos.buffer import Trajectory
-from mgrpo_algos.learner import (
-    Learner,
-    LearnerConfig,
-    make_deterministic,
-    make_optimizer,
-    with_ref_logprobs,
-)
 from mgrpo_algos.policies import HFPolicy
 from mgrpo_algos.policies.base import GenerationOutput, Message
 from mgrpo_algos.policies.hf import aligned_weights
+from mgrpo_algos.training.config import LearnerConfig
+from mgrpo_algos.training.loop import Learner
+from mgrpo_algos.training.update import make_deterministic, make_optimizer, with_ref_logprobs
 
 Files = dict[str, bytes]
 """A saved policy directory as relative path -> file contents (it crosses machines)."""

@@ -35,8 +35,9 @@ import numpy as np
 import ray
 import torch
 
-from mgrpo_algos.learner import LearnerConfig, env_fn_of
 from mgrpo_algos.rollout import RolloutConfig, RolloutEngine, RolloutResult
+from mgrpo_algos.training.config import LearnerConfig
+from mgrpo_algos.training.loop import env_fn_of
 
 from .roles import RemotePolicy
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Literal, get_args
 
-from mgrpo_algos.learner import MAIN
+from mgrpo_algos.buffer import MAIN
 
 Algo = Literal["mgrpo", "main-only", "shared"]
 ALGOS: tuple[str, ...] = get_args(Algo)

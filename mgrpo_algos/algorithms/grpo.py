@@ -14,7 +14,7 @@ role of the multi-agent env is ``MGRPOConfig(algo="shared")``.) Once per step:
                 over the batch reuse the sampling log-probs as the old policy
     log         one JSON line of metrics per step; checkpoints every few steps
 
-The shared parts (optimiser, chunked loss, checkpoints, loop) are in ``learner.py``.
+The shared parts (optimiser, chunked loss, checkpoints, loop) are in ``mgrpo_algos.training``.
 """
 
 from __future__ import annotations
@@ -25,25 +25,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from mgrpo_algos.buffer import RolloutBuffer
-from mgrpo_algos.learner import (
-    MAIN,
-    Learner,
-    LearnerConfig,
-    add_advantages,
-    all_equal_groups,
+from mgrpo_algos.buffer import MAIN, RolloutBuffer
+from mgrpo_algos.policies import HFPolicy
+from mgrpo_algos.training.config import LearnerConfig, validate_learner_config
+from mgrpo_algos.training.loop import Learner
+from mgrpo_algos.training.scoring import (
     nonfinite_rollouts,
     reward_weights,
     score_main,
-    validate_learner_config,
     without_rollouts,
 )
-from mgrpo_algos.policies import HFPolicy
+from mgrpo_algos.training.update import add_advantages, all_equal_groups
 
 
 @dataclass
 class GRPOConfig(LearnerConfig):
-    """Settings of a GRPO run: those of :class:`~mgrpo_algos.learner.LearnerConfig`.
+    """Settings of a GRPO run: those of :class:`~mgrpo_algos.training.config.LearnerConfig`.
 
     Attributes:
         algo: Always ``grpo`` (names the learner in a saved config).
@@ -53,6 +50,11 @@ class GRPOConfig(LearnerConfig):
 
     def __post_init__(self) -> None:
         validate_learner_config(self, {"algo": ("grpo",)})
+
+    @property
+    def single_agent_view(self) -> bool:
+        """GRPO trains one policy with every tool: the single-agent view."""
+        return True
 
 
 class GRPOTrainer(Learner):

@@ -28,7 +28,7 @@ one model play every role and updates it from every role's samples. ``align="non
 is the unsynchronised ablation: each step trains the sub-agents on the previous
 step's calls (a one-step-stale queue), unaligned.
 
-The shared parts (optimisers, chunked loss, checkpoints, loop) are in ``learner.py``;
+The shared parts (optimisers, chunked loss, checkpoints, loop) are in ``mgrpo_algos.training``;
 which models train, and when (``algo``, ``schedule``), in ``schedule.py``.
 """
 
@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, get_args
@@ -44,45 +44,40 @@ from typing import Any, Literal, NamedTuple, get_args
 import numpy as np
 import torch
 
+from mgrpo_algos.algorithms.schedule import (
+    ALGOS,
+    Algo,
+    alternation,
+    scheduled_groups,
+    trained_groups,
+)
 from mgrpo_algos.alignment import align_generator, align_samples, subtask_keys
-from mgrpo_algos.buffer import RolloutBuffer, Trajectory
+from mgrpo_algos.buffer import MAIN, RolloutBuffer, Trajectory
 from mgrpo_algos.functional import estimate_alignment_width
-from mgrpo_algos.learner import (
-    MAIN,
-    Learner,
-    LearnerConfig,
-    add_advantages,
-    all_equal_groups,
-    check_weights,
-    format_of,
+from mgrpo_algos.policies import HFPolicy
+from mgrpo_algos.rollout import RolloutResult
+from mgrpo_algos.store import MemoryStore, RolloutReward, SQLiteStore, StatsStore
+from mgrpo_algos.training.config import LearnerConfig, check_weights, validate_learner_config
+from mgrpo_algos.training.loop import Learner
+from mgrpo_algos.training.scoring import (
+    Judge,
     nonfinite_rollouts,
     reward_weights,
     score_main,
-    validate_learner_config,
+    score_sub,
     without_rollouts,
 )
-from mgrpo_algos.policies import HFPolicy
-from mgrpo_algos.rollout import RolloutResult
-from mgrpo_algos.schedule import ALGOS, Algo, alternation, scheduled_groups, trained_groups
-from mgrpo_algos.store import MemoryStore, RolloutReward, SQLiteStore, StatsStore
-from mgrpo_envs.core.rewards import RewardWeights, sub_reward
+from mgrpo_algos.training.update import add_advantages, all_equal_groups
 
 Align = Literal["duplicate_drop", "truncate", "fill", "ragged", "none"]
 SubGroups = Literal["query", "subtask"]
 ALIGNS: tuple[str, ...] = get_args(Align)
 SUB_GROUPS: tuple[str, ...] = get_args(SubGroups)
 
-Judge = Callable[[str, str, dict[str, Any]], float]
-"""An expert judge of one sub-agent call: ``(subtask, result, context) -> r_expert``.
-
-``context`` holds ``role``, ``query``, ``rollout``, ``invocation``, ``seed`` (the
-episode's env seed) and ``record`` (the call's record from the env's ``infos``).
-"""
-
 
 @dataclass
 class MGRPOConfig(LearnerConfig):
-    """Settings of an M-GRPO run: those of :class:`~mgrpo_algos.learner.LearnerConfig`, and
+    """Settings of an M-GRPO run: those of :class:`~mgrpo_algos.training.config.LearnerConfig`, and
 
     Attributes:
         algo: ``mgrpo`` (every agent trained, one policy each), ``main-only`` (the
@@ -142,56 +137,6 @@ class MGRPOConfig(LearnerConfig):
 
 
 # --------------------------------------------------------------------------- score
-def judge_expert(judge: Judge, record: Mapping[str, Any], context: dict[str, Any]) -> float:
-    """``r_expert`` from a user's judge; NaN passes (the rollout is then left out)."""
-    value = judge(record["subtask"], record["result"], context)
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        name = getattr(judge, "__qualname__", None) or type(judge).__name__
-        raise TypeError(
-            f"the judge {name} returned {value!r} for {context['role']!r} call "
-            f"{context['invocation']} (subtask {record['subtask']!r}); it must return a "
-            "number, r_expert in [0, 1]"
-        )
-    return float(value)
-
-
-def score_sub(
-    result: RolloutResult,
-    rows: Sequence[RolloutReward],
-    weights: RewardWeights,
-    format_reward: str = "fraction",
-    judge: Judge | None = None,
-) -> list[Trajectory]:
-    """Every sub-agent call's trajectory with ``R_S``, main's correctness read from ``rows``.
-
-    ``r_expert`` is the env's verifiable ``expert`` score of the call, or
-    ``judge(subtask, result, context)`` when a judge is given (the paper uses an LLM
-    judge; *ours*: every task knows the facts its subtasks ask for, so the default is
-    a verifiable check, and any callable may stand in for a judge).
-    """
-    correct = {(r.query, r.rollout): r.correct for r in rows}
-    episodes = {(e.group_id, e.rollout_id): e for e in result.episodes}
-    out = []
-    for t in result.trajectories:
-        key = (t.group_id, t.rollout_id)
-        if t.agent == MAIN or key not in correct:
-            continue
-        record = episodes[key].infos[t.agent]["calls"][t.invocation]
-        expert = float(record.get("expert", 0.0))
-        if judge is not None and record["format_ok"]:
-            context = {
-                "role": t.agent,
-                "query": t.group_id,
-                "rollout": t.rollout_id,
-                "invocation": t.invocation,
-                "seed": episodes[key].seed,
-                "record": record,
-            }
-            expert = judge_expert(judge, record, context)
-        valid = bool(record["format_ok"])
-        r_format = format_of(record, format_reward)
-        out.append(t.replace(reward=sub_reward(valid, r_format, correct[key], expert, weights)))
-    return out
 
 
 class SubSide(NamedTuple):

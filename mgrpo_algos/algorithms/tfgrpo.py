@@ -85,31 +85,28 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import torch
 
-from mgrpo_algos.buffer import Trajectory
+from mgrpo_algos.buffer import MAIN, Trajectory
 from mgrpo_algos.evaluate import EvalResult, evaluate, training_seed
-from mgrpo_algos.learner import (
-    MAIN,
-    Learner,
-    LearnerConfig,
-    check_weights,
-    checkpoint_to_resume,
-    config_dict,
-    env_fn_of,
-    load_policies,
-    load_policy_dir,
-    load_saved_policies,
-    reward_metrics,
-    reward_weights,
-    rng_state,
-    save_policies,
-    score_main,
-    set_rng_state,
-    validate_learner_config,
-    write_checkpoint,
-)
 from mgrpo_algos.policies import HFPolicy
 from mgrpo_algos.policies.base import Message, Policy
 from mgrpo_algos.rollout import EpisodeRecord, RolloutResult
+from mgrpo_algos.training.checkpoints import (
+    load_policies,
+    load_policy_dir,
+    load_saved_policies,
+    rng_state,
+    save_policies,
+    set_rng_state,
+    write_checkpoint,
+)
+from mgrpo_algos.training.config import (
+    LearnerConfig,
+    check_weights,
+    config_dict,
+    validate_learner_config,
+)
+from mgrpo_algos.training.loop import Learner, checkpoint_to_resume, env_fn_of
+from mgrpo_algos.training.scoring import reward_metrics, reward_weights, score_main, score_sub
 
 EXPERIENCE_MAX_CHARS = 300
 """An experience longer than this is cut (a library stays a short prompt)."""
@@ -532,6 +529,11 @@ class TFGRPOConfig(LearnerConfig):
         self.reflector = _model_spec("reflector", self.reflector, ("policy", "smollm2"))
         self.model = _model_spec("model", self.model, ("tiny", "smollm2"))
 
+    @property
+    def single_agent_view(self) -> bool:
+        """``single_agent``: the single-agent view instead of the multi-agent env."""
+        return self.single_agent
+
 
 def _check_train_queries(size: Any, per_step: int) -> None:
     """Refuses a training set that is not None or an int that holds one step's queries."""
@@ -771,8 +773,6 @@ class TFGRPOTrainer(Learner):
 
     def score(self, result: RolloutResult) -> list[Trajectory]:
         """Every call's trajectory with its reward: ``R_M`` for main, ``R_S`` for sub-agents."""
-        from mgrpo_algos.mgrpo import score_sub
-
         cfg = self.config
         main, rows = score_main(result, reward_weights(cfg), cfg.format_reward)
         subs = (
@@ -955,7 +955,7 @@ class TFGRPOTrainer(Learner):
             steps: A new total of steps (to extend a finished run); None keeps the run's.
             **kwargs: Passed to the trainer (e.g. a ``reflector``, which is code).
         """
-        ckpt, config, state = checkpoint_to_resume(out_dir, steps)
+        ckpt, config, state = checkpoint_to_resume(out_dir, steps, cls.config_class)
         config = with_earlier_defaults(config, ckpt / "config.json")
         done = int(state["step"])
         policies, source = checkpoint_policies(ckpt, config)
