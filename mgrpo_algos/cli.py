@@ -262,6 +262,8 @@ class EvalArgs:
             `mgrpo export` output, or one saved policy (it plays every role). A set
             of policies for main alone plays the single-agent view, as GRPO trains it.
         episodes: Held-out episodes (the same seeds for every run; never trained on).
+        split: The held-out split: test (reported figures) or val (choosing settings);
+            disjoint env seeds.
         temperature: Sampling temperature.
         sampling_seed: Seeds the sampling noise.
         env: The env: an id, or FILE.py:ID / MODULE:ID for your own. Default: the
@@ -275,6 +277,7 @@ class EvalArgs:
 
     ckpt: str
     episodes: int = 200
+    split: Literal["val", "test"] = "test"
     temperature: float = 1.0
     sampling_seed: int = 0
     env: str | None = None
@@ -302,6 +305,9 @@ def evaluate_run(args: EvalArgs) -> dict[str, Any]:
         max_new_tokens=target.max_new_tokens,
         temperature=args.temperature,
         sampling_seed=args.sampling_seed,
+        split=args.split,
+        weights=target.weights,
+        format_reward=target.format_reward,
     )
     head = {"ckpt": str(target.source), "env": target.env, "env_kwargs": target.env_kwargs}
     return {**head, **result.to_dict(), "text": result.text}
@@ -461,6 +467,8 @@ class DemoArgs:
         steps: M-GRPO steps (None: the demo's default).
         lr: M-GRPO learning rate (None: the demo's default).
         episodes: Held-out evaluation episodes (None: the demo's default).
+        eval_split: The held-out split of every figure: test (what is reported) or
+            val (where settings are chosen); disjoint env seeds.
         sft_lookup_steps: Steps of synthetic lookup in the warm start (None: the
             recipe's; see mgrpo_algos.sft.SFTConfig).
         sft_rehearsal: Weight of the copying rehearsal during SFT (None: the recipe's).
@@ -485,6 +493,7 @@ class DemoArgs:
     steps: int | None = None
     lr: float | None = None
     episodes: int | None = None
+    eval_split: Literal["val", "test"] = "test"
     sft_lookup_steps: int | None = None
     sft_rehearsal: float | None = None
     sft_copy_digits: float | None = None
@@ -506,7 +515,7 @@ def demo(argv: list[str]) -> int:
     from mgrpo_algos.demo import DemoSettings, run_demo
 
     args = tyro.cli(DemoArgs, args=argv, prog="mgrpo demo")
-    settings = DemoSettings(difficulty=args.difficulty, seed=args.seed)
+    settings = DemoSettings(difficulty=args.difficulty, seed=args.seed, eval_split=args.eval_split)
     if args.quick:  # seconds, to check that everything runs; the numbers mean nothing
         settings = replace(
             settings,

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 import mgrpo_envs
-from mgrpo_algos.evaluate import EvalResult, eval_seeds, evaluate
+from mgrpo_algos.evaluate import EvalResult, Split, eval_seeds, evaluate
 from mgrpo_algos.metrics import format_rate, machine, wilson_interval
 from mgrpo_algos.provenance import cache_stamp, provenance
 from mgrpo_algos.sft import RECIPE, SFTConfig, recipe
@@ -78,6 +78,7 @@ class DemoSettings:
     # (60% of its demonstrations), once M-GRPO has taught it, the lookup.
     sub_temperature: float = 0.7
     eval_episodes: int = 200
+    eval_split: str = "test"  # held-out split of every figure: "test" reports, "val" chooses
     seed: int = 0  # seeds M-GRPO and the evaluations' sampling
     sft_seed: int | None = 1  # seeds the warm start's SFT (None: seed); 1: the published one
 
@@ -184,7 +185,12 @@ def _rate(result: EvalResult) -> dict[str, Any]:
 
 
 def role_figures(
-    env_fn, policies, episodes: int, system: dict[str, Any], temperatures: dict[str, float]
+    env_fn,
+    policies,
+    episodes: int,
+    system: dict[str, Any],
+    temperatures: dict[str, float],
+    split: Split = "test",
 ) -> dict[str, Any]:
     """What each agent does: main with the other side played by the scripted expert.
 
@@ -192,6 +198,7 @@ def role_figures(
         system: The whole system's evaluation (``_rate`` of an EvalResult), whose
             per-call sub-agent figures are reused.
         temperatures: The roles' sampling temperatures other than 1.
+        split: The held-out split (`mgrpo_algos.evaluate.SPLITS`).
 
     Returns:
         ``main``: main's success with expert sub-agents (an EvalResult dict); per
@@ -200,8 +207,18 @@ def role_figures(
     """
     roles = env_fn().possible_agents
     subs = [r for r in roles if r != "main"]
-    main = evaluate(env_fn, policies, episodes, scripted=subs, role_temperature=temperatures)
+    main = evaluate(
+        env_fn, policies, episodes, scripted=subs, role_temperature=temperatures, split=split
+    )
     return {"main": _rate(main), **system["sub_calls"]}
+
+
+def system_figures(s: DemoSettings, env_fn, trainer) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The whole system's success on ``s.eval_split``, and each role's (`role_figures`)."""
+    temps = dict(trainer.config.role_temperature)
+    n, split = s.eval_episodes, s.eval_split
+    system = _rate(evaluate(env_fn, trainer.policies, n, role_temperature=temps, split=split))
+    return system, role_figures(env_fn, trainer.policies, n, system, temps, split)
 
 
 def role_text(figures: dict[str, Any]) -> str:
@@ -220,11 +237,11 @@ def reference_rates(s: DemoSettings) -> dict[str, Any]:
         return mgrpo_envs.make(s.env, **s.env_kwargs)
 
     roles = env_fn().possible_agents
-    expert = evaluate(env_fn, {}, s.eval_episodes, scripted=roles)
+    expert = evaluate(env_fn, {}, s.eval_episodes, scripted=roles, split=s.eval_split)
     env = env_fn()
     rng = np.random.default_rng(s.seed)
     wins = 0
-    for seed in eval_seeds(s.eval_episodes):
+    for seed in eval_seeds(s.eval_episodes, s.eval_split):
         final = play_episode(env, lambda e: random_tool_action(e, rng), seed)["final"]
         wins += bool(final["main"]["outcome"]["correct"])
     random = {
@@ -361,7 +378,7 @@ def run_demo(
         return mgrpo_envs.make(s.env, **s.env_kwargs)
 
     refs = reference_rates(s)
-    print(f"[1/5] {s.env} ({s.difficulty}), {s.eval_episodes} held-out episodes")
+    print(f"[1/5] {s.env} ({s.difficulty}), {s.eval_episodes} held-out episodes ({s.eval_split})")
     print(f"      expert {refs['expert']['text']}   random {refs['random']['text']}")
     print(f"[2/5] warm start: tiny-{s.size}, SFT on every role's expert demonstrations")
     if s.sft_sub_give_up:
@@ -387,15 +404,12 @@ def run_demo(
     if run_dir.exists():  # the demo's own scratch run: replaced each time
         shutil.rmtree(run_dir)
     trainer = MGRPOTrainer(config, out_dir=run_dir)
-    temps = dict(config.role_temperature)
-    before = _rate(evaluate(env_fn, trainer.policies, s.eval_episodes, role_temperature=temps))
-    roles_before = role_figures(env_fn, trainer.policies, s.eval_episodes, before, temps)
+    before, roles_before = system_figures(s, env_fn, trainer)
     print(f"[3/5] warm start      success {before['text']}")
     print(f"      {role_text(roles_before)}")
     print(f"[4/5] M-GRPO: {s.steps} steps x {s.queries} queries x {s.group_size} rollouts")
     trainer.train(progress=True)
-    after = _rate(evaluate(env_fn, trainer.policies, s.eval_episodes, role_temperature=temps))
-    roles_after = role_figures(env_fn, trainer.policies, s.eval_episodes, after, temps)
+    after, roles_after = system_figures(s, env_fn, trainer)
     print(f"[5/5] after M-GRPO    success {after['text']}")
     print(f"      {role_text(roles_after)}")
     ckpt = latest_checkpoint(run_dir)  # train() wrote it at the last step

@@ -5,10 +5,13 @@ the benchmarks) comes from :func:`evaluate`, so that two numbers measured in two
 places are measured the same way: the same env seeds, the same sampling generator,
 the same interval maths.
 
-Held-out env seeds are the block ``EVAL_SEED0 .. EVAL_SEED0 + EVAL_SEED_SPAN - 1``.
-Demonstrations use seeds from 0 and training draws its own; :func:`training_seed`
-maps any seed out of the held-out block, so that training queries and evaluation
-queries are disjoint by construction rather than by a large enough gap.
+Held-out env seeds are the block ``EVAL_SEED0 .. EVAL_SEED0 + EVAL_SEED_SPAN - 1``,
+cut in two disjoint splits (`SPLITS`): ``test``, its first half (the figures a
+result reports), and ``val``, its second half (where settings are chosen: learning
+rates, regimes, a demo's defaults, early stopping). Demonstrations use seeds from 0
+and training draws its own; :func:`training_seed` maps any seed out of the held-out
+block, so that training queries and both splits are disjoint by construction
+rather than by a large enough gap.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -35,20 +38,31 @@ EVAL_SEED0: int = 1_000_000
 EVAL_SEED_SPAN: int = 1_000_000
 """Held-out env seeds are ``EVAL_SEED0 .. EVAL_SEED0 + EVAL_SEED_SPAN - 1``."""
 
+Split = Literal["val", "test"]
+
+SPLIT_SPAN: int = EVAL_SEED_SPAN // 2
+"""Env seeds in each split."""
+
+SPLITS: dict[str, int] = {"test": EVAL_SEED0, "val": EVAL_SEED0 + SPLIT_SPAN}
+"""Split -> its first env seed: ``test`` is the held-out block's first half, ``val`` its second."""
+
 _Z95 = 1.96  # normal quantile of a two-sided 95% interval
 
 
-def eval_seeds(episodes: int) -> list[int]:
-    """The first ``episodes`` held-out env seeds, in order.
+def eval_seeds(episodes: int, split: Split = "test") -> list[int]:
+    """The first ``episodes`` env seeds of ``split``, in order.
 
     Raises:
-        ValueError: If ``episodes`` is not an int in ``1 .. EVAL_SEED_SPAN``.
+        ValueError: If ``episodes`` is not an int in ``1 .. SPLIT_SPAN`` or ``split``
+            is not ``val`` or ``test``.
     """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
     if isinstance(episodes, bool) or not isinstance(episodes, int):
-        raise ValueError(f"episodes must be an int in 1..{EVAL_SEED_SPAN}, got {episodes!r}")
-    if not 1 <= episodes <= EVAL_SEED_SPAN:
-        raise ValueError(f"episodes must be in 1..{EVAL_SEED_SPAN}, got {episodes}")
-    return list(range(EVAL_SEED0, EVAL_SEED0 + episodes))
+        raise ValueError(f"episodes must be an int in 1..{SPLIT_SPAN}, got {episodes!r}")
+    if not 1 <= episodes <= SPLIT_SPAN:
+        raise ValueError(f"episodes must be in 1..{SPLIT_SPAN}, got {episodes}")
+    return list(range(SPLITS[split], SPLITS[split] + episodes))
 
 
 def is_eval_seed(seed: int) -> bool:
@@ -86,6 +100,7 @@ class EvalResult:
             scripted roles' included.
         parsed: How many of them the env's codec read as a tool call (its
             ``valid_outputs``), whatever the tool then made of it.
+        split: The held-out split played (``test`` or ``val``).
     """
 
     successes: int
@@ -97,6 +112,7 @@ class EvalResult:
     seconds: float = field(compare=False)
     outputs: int = 0
     parsed: int = 0
+    split: str = "test"
 
     @property
     def success_rate(self) -> float:
@@ -132,6 +148,7 @@ class EvalResult:
             "outputs": self.outputs,
             "parsed": self.parsed,
             "parse_rate": self.parse_rate,
+            "split": self.split,
         }
 
 
@@ -238,8 +255,9 @@ def evaluate(
     scripted: Sequence[str] = (),
     weights: RewardWeights | None = None,
     format_reward: FormatReward = "fraction",
+    split: Split = "test",
 ) -> EvalResult:
-    """Plays the first ``episodes`` held-out episodes once each and reports success.
+    """Plays the first ``episodes`` episodes of ``split`` once each and reports success.
 
     Sampling is seeded by ``torch.Generator().manual_seed(sampling_seed)``, so the
     same call gives the same result.
@@ -247,7 +265,7 @@ def evaluate(
     Args:
         env_fn: Builds a fresh env (AEC, or a single-agent view wrapped for the engine).
         policies: Role -> policy for every role not in ``scripted`` (roles may share one).
-        episodes: Held-out episodes to play (``1 .. EVAL_SEED_SPAN``).
+        episodes: Held-out episodes to play (``1 .. SPLIT_SPAN``).
         max_new_tokens: Tokens one agent turn may generate.
         temperature: Sampling temperature (> 0).
         role_temperature: Sampling temperature per role, overriding ``temperature``.
@@ -257,6 +275,8 @@ def evaluate(
             by the learners' own `episode_reward`, so that a run's evaluation and its
             training agree for any weights.
         format_reward: ``r_format``'s form, as the run's config says.
+        split: ``test`` (reported figures) or ``val`` (choosing settings): disjoint
+            blocks of held-out env seeds (`SPLITS`).
 
     Returns:
         The successes, main's reward with its interval and the sub-agents' calls.
@@ -266,7 +286,7 @@ def evaluate(
             of the env, or a role that is not scripted has no policy.
     """
     t0 = time.perf_counter()
-    seeds = eval_seeds(episodes)
+    seeds = eval_seeds(episodes, split)
     roles = list(env_fn().possible_agents)
     scripted_roles = _check_roles(roles, policies, scripted)
     engine = RolloutEngine(
@@ -298,4 +318,5 @@ def evaluate(
         seconds=time.perf_counter() - t0,
         outputs=outputs,
         parsed=parsed,
+        split=split,
     )

@@ -31,6 +31,7 @@ from mgrpo_algos.training.checkpoints import (
 )
 from mgrpo_algos.training.config import LearnerConfig
 from mgrpo_algos.training.loop import env_fn_of, make_env_fn
+from mgrpo_algos.training.scoring import reward_weights
 
 
 class Playable(NamedTuple):
@@ -42,6 +43,8 @@ class Playable(NamedTuple):
     env_fn: Callable[[], Any]
     policies: dict[str, Any]
     max_new_tokens: int
+    weights: Any = None  # a run's reward weights (None: the paper's)
+    format_reward: str = "fraction"
 
 
 def open_policies(
@@ -79,7 +82,16 @@ def open_policies(
     config = dataclasses.replace(config, env_kwargs=kwargs)
     policies = load_run(ckpt, env=env).policies
     tokens = config.max_new_tokens if max_new_tokens is None else max_new_tokens
-    return Playable(ckpt, config.env, kwargs, env_fn_of(config), policies, tokens)
+    return Playable(
+        ckpt,
+        config.env,
+        kwargs,
+        env_fn_of(config),
+        policies,
+        tokens,
+        reward_weights(config),
+        config.format_reward,
+    )
 
 
 def _saved_roles(path: Path, roles: list[str]) -> list[str] | None:

@@ -14,6 +14,8 @@ import mgrpo_envs
 from mgrpo_algos.evaluate import (
     EVAL_SEED0,
     EVAL_SEED_SPAN,
+    SPLIT_SPAN,
+    SPLITS,
     EvalResult,
     _normal_interval,
     eval_seeds,
@@ -45,14 +47,24 @@ def test_training_seeds_are_never_eval_seeds(seed: int) -> None:
 
 def test_eval_seeds_are_the_start_of_the_held_out_block() -> None:
     assert eval_seeds(3) == [EVAL_SEED0, EVAL_SEED0 + 1, EVAL_SEED0 + 2]
+    assert eval_seeds(3, "test") == eval_seeds(3)  # test: the block's first half
     assert [is_eval_seed(s) for s in EDGES] == [s in range(EVAL_SEED0, LAST + 1) for s in EDGES]
-    assert eval_seeds(EVAL_SEED_SPAN)[-1] == LAST
+    assert eval_seeds(SPLIT_SPAN, "val")[-1] == LAST
     assert training_seed(EVAL_SEED0) == LAST + 1 and training_seed(LAST) == LAST + EVAL_SEED_SPAN
 
 
-@pytest.mark.parametrize("episodes", [0, -3, EVAL_SEED_SPAN + 1, 2.0, True])
+def test_the_val_and_test_splits_are_disjoint_halves_of_the_held_out_block() -> None:
+    test, val = set(eval_seeds(SPLIT_SPAN, "test")), set(eval_seeds(SPLIT_SPAN, "val"))
+    assert not test & val and len(test) == len(val) == SPLIT_SPAN == EVAL_SEED_SPAN // 2
+    assert test | val == set(range(EVAL_SEED0, LAST + 1))
+    assert eval_seeds(2, "val") == [SPLITS["val"], SPLITS["val"] + 1]
+    with pytest.raises(ValueError, match=r"split must be one of \['test', 'val'\], got 'train'"):
+        eval_seeds(2, "train")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("episodes", [0, -3, SPLIT_SPAN + 1, 2.0, True])
 def test_eval_seeds_reject_a_bad_count(episodes) -> None:
-    with pytest.raises(ValueError, match=f"episodes must be .*in 1..{EVAL_SEED_SPAN}, got"):
+    with pytest.raises(ValueError, match=f"episodes must be .*in 1..{SPLIT_SPAN}, got"):
         eval_seeds(episodes)
 
 
@@ -84,6 +96,7 @@ def test_intervals_match_numbers_worked_by_hand() -> None:
         "outputs": 0,
         "parsed": 0,
         "parse_rate": None,
+        "split": "test",
     }
     assert r == EvalResult(7, 10, 0.5, (lo, hi), r.sub_calls, (), seconds=99.0)
     assert EvalResult(7, 10, 0.5, (lo, hi), {}, (), 1.0, outputs=8, parsed=6).parse_rate == 0.75
@@ -106,6 +119,29 @@ def test_the_scripted_expert_solves_every_held_out_episode(env_id: str) -> None:
     # main answers once and delegates at least once, and a sub-agent call takes a turn
     assert r.outputs >= 6 * 2 + sum(s["calls"] for s in r.sub_calls.values())
     assert r.parsed == r.outputs and r.parse_rate == 1.0  # the expert writes well-formed calls
+
+
+def test_a_split_plays_its_own_seeds_and_the_weights_are_the_callers(monkeypatch) -> None:
+    from mgrpo_algos.rollout import RolloutEngine
+    from mgrpo_envs.core.rewards import RewardWeights
+
+    played: list[int] = []
+    real = RolloutEngine.collect
+
+    def spy(self, seeds, *a, **kw):
+        played.extend(seeds)
+        return real(self, seeds, *a, **kw)
+
+    monkeypatch.setattr(RolloutEngine, "collect", spy)
+    roles = env_fn().possible_agents
+    val = evaluate(env_fn, {}, 3, scripted=roles, split="val")
+    assert played == eval_seeds(3, "val") and val.split == "val"
+    assert val.to_dict()["split"] == "val"
+    # R_M with a1 = 0, a2 = 1 is the correctness alone: the mean reward is the success
+    only = evaluate(env_fn, {}, 3, scripted=roles, weights=RewardWeights(a1=0.0, a2=1.0))
+    assert only.reward_mean == only.success_rate == 1.0
+    paper = evaluate(env_fn, {}, 3, scripted=roles)
+    assert paper.reward_mean == pytest.approx(1.0)  # 0.1 * 1 + 0.9 * 1: both weights count
 
 
 def test_the_single_agent_view_has_no_sub_calls() -> None:
@@ -148,7 +184,7 @@ def test_the_same_call_gives_the_same_result() -> None:
 
 def test_bad_inputs_name_what_was_expected() -> None:
     policy = HFPolicy.tiny(env_fn(), size="micro", seed=0)
-    with pytest.raises(ValueError, match="episodes must be in 1..1000000, got 0"):
+    with pytest.raises(ValueError, match="episodes must be in 1..500000, got 0"):
         evaluate(env_fn, {"main": policy, "searcher": policy}, 0)
     with pytest.raises(ValueError, match=r"agents of the env \['main', 'searcher'\], got \['x'\]"):
         evaluate(env_fn, {"main": policy}, 2, scripted=["x"])

@@ -86,7 +86,7 @@ import numpy as np
 import torch
 
 from mgrpo_algos.buffer import MAIN, Trajectory
-from mgrpo_algos.evaluate import EvalResult, evaluate, training_seed
+from mgrpo_algos.evaluate import training_seed
 from mgrpo_algos.policies import HFPolicy
 from mgrpo_algos.policies.base import Message, Policy
 from mgrpo_algos.rollout import EpisodeRecord, RolloutResult
@@ -910,17 +910,9 @@ class TFGRPOTrainer(Learner):
             r: ExperiencePolicy(self.policies[r], self.libraries[r].render()) for r in self.roles
         }
 
-    def evaluate(self, episodes: int | None = None) -> EvalResult:
-        """The policies, each with its role's library, on the held-out episodes."""
-        cfg = self.config
-        return evaluate(
-            self.env_fn,
-            self.prompted_policies(),
-            episodes if episodes is not None else cfg.eval_episodes,
-            max_new_tokens=cfg.max_new_tokens,
-            temperature=cfg.temperature,
-            role_temperature=cfg.role_temperature,
-        )
+    def eval_policies(self) -> dict[str, Any]:
+        """What the held-out evaluation plays: each policy with its role's library."""
+        return self.prompted_policies()
 
     # -------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:

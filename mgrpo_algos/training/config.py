@@ -82,6 +82,9 @@ class LearnerConfig:
         checkpoint_every: Steps between checkpoints (0: only at the end).
         eval_every: Steps between held-out evaluations, logged as ``eval/*`` (0: none).
         eval_episodes: Held-out episodes of each of those evaluations.
+        eval_split: Their held-out split: ``val`` (the default: a run's own
+            evaluations are where settings and stopping points are chosen) or
+            ``test`` (`mgrpo_algos.evaluate.SPLITS`).
         backend: ``embedded`` (every agent in this process) or ``ray`` (one Ray actor
             per trained model, a pool of rollout workers; docs/distributed.md).
         ray_address: The Ray cluster to join (None: ``RAY_ADDRESS``, else a local
@@ -144,6 +147,7 @@ class LearnerConfig:
     checkpoint_every: int = 10
     eval_every: int = 0
     eval_episodes: int = 100
+    eval_split: Literal["val", "test"] = "val"
     backend: Literal["embedded", "ray"] = "embedded"
     ray_address: str | None = None
     rollout_workers: int = 1
@@ -207,6 +211,7 @@ def validate_learner_config(config: Any, choices: dict[str, Sequence[str]]) -> N
         "format_reward": FORMAT_REWARDS,
         "backend": ("embedded", "ray"),
         "sync": ("on", "off"),
+        "eval_split": ("val", "test"),
     }
     for name, allowed in choices.items():
         if getattr(config, name) not in allowed:

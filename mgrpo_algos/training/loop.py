@@ -351,19 +351,24 @@ class Learner(ABC):
         return m
 
     # -------------------------------------------------------------- evaluation, loop
+    def eval_policies(self) -> Mapping[str, Any]:
+        """What the held-out evaluation plays (a trainer may wrap its policies)."""
+        return self.policies
+
     def evaluate(self, episodes: int | None = None) -> EvalResult:
         """The current policies on the held-out episodes (`mgrpo_algos.evaluate`)."""
         n = episodes if episodes is not None else self.config.eval_episodes
         cfg = self.config
         return evaluate(
             self.env_fn,
-            self.policies,
+            self.eval_policies(),
             n,
             max_new_tokens=cfg.max_new_tokens,
             temperature=cfg.temperature,
             role_temperature=cfg.role_temperature,
             weights=reward_weights(cfg),
             format_reward=cfg.format_reward,
+            split=cfg.eval_split,
         )
 
     def train(
