@@ -93,7 +93,7 @@ import torch
 import mgrpo_envs
 from mgrpo_algos.algorithms.grpo import GRPOConfig, GRPOTrainer
 from mgrpo_algos.algorithms.mgrpo import MGRPOConfig, MGRPOTrainer
-from mgrpo_algos.alignment import subtask_key
+from mgrpo_algos.buffer import subtask_key
 from mgrpo_algos.demo import cache_usable, read_stamp, stamp_difference, write_stamp
 from mgrpo_algos.evaluate import eval_seeds, evaluate
 from mgrpo_algos.metrics import emit, format_rate, machine

@@ -16,7 +16,6 @@ import torch
 
 from mgrpo_algos.buffer import Trajectory
 from mgrpo_algos.functional import AlignMode, align_calls
-from mgrpo_algos.rollout import RolloutResult
 
 
 def align_generator(seed: int, step: int) -> torch.Generator:
@@ -62,15 +61,3 @@ def align_samples(
         stats["dropped"] += sum(counts) - int((~chosen.duplicate).sum())
         stats["zero_rollouts"] += counts.count(0)
     return out, stats
-
-
-def subtask_key(subtask: str) -> str:
-    """A subtask's text as groups compare it: lower-cased, runs of spaces collapsed."""
-    return " ".join(str(subtask).lower().split())
-
-
-def subtask_keys(result: RolloutResult, trajs: Sequence[Trajectory]) -> list[str]:
-    """The ``subtask_key`` of each sub-agent call."""
-    infos = {(e.group_id, e.rollout_id): e.infos for e in result.episodes}
-    records = (infos[(t.group_id, t.rollout_id)][t.agent]["calls"][t.invocation] for t in trajs)
-    return [subtask_key(r["subtask"]) for r in records]

@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import numpy as np
 import torch
+
+from mgrpo_algos.functional import ScaleRewards, group_advantages
 
 MAIN = "main"
 """The main agent's role: the first of every env's ``possible_agents``."""
@@ -53,6 +56,8 @@ class Trajectory:
         temperature: The sampling temperature of its tokens: the policy trained on
             it is the tempered one, so the learner's and the reference's log-probs
             divide the logits by it too (1 for greedy picks).
+        subtask: A sub-agent call's subtask as main wrote it (empty for main): what
+            ``by="subtask"`` groups compare (`subtask_key`).
     """
 
     agent: str
@@ -70,6 +75,7 @@ class Trajectory:
     duplicate: bool = False
     policy_version: int | None = None
     temperature: float = 1.0
+    subtask: str = ""
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.temperature) and self.temperature > 0):
@@ -167,15 +173,46 @@ def minibatches(trajs: Sequence[Trajectory], max_tokens: int) -> Iterator[list[T
         yield chunk
 
 
-class RolloutBuffer:
-    """An append-only collection of trajectories with grouping views.
+GroupBy = Literal["query", "subtask"]
+"""How samples are grouped: by (agent, query), the paper's; or sub-agent calls also by
+subtask (*ours*: a call is compared with the query's calls on the same subtask)."""
 
-    ``reset`` empties it, ``add``/``extend`` append, and the views return new lists:
-    no stored record is reshaped or edited in place, and there is no hidden state.
+GROUP_BY: tuple[str, ...] = get_args(GroupBy)
+
+
+def subtask_key(subtask: str) -> str:
+    """A subtask's text as groups compare it: its words, case, spacing and punctuation left
+    out (as the envs match a subtask to its fact), so ``Capital of Bree.`` and ``capital
+    of  bree`` are one subtask."""
+    return " ".join(re.findall(r"\w+", str(subtask).casefold()))
+
+
+def group_key(t: Trajectory, by: GroupBy = "query") -> tuple:
+    """The group of ``t``: ``(agent, query)``, and a sub-agent call's subtask under ``subtask``.
+
+    Raises:
+        ValueError: For another ``by``.
+    """
+    if by not in GROUP_BY:
+        raise ValueError(f"by must be one of {list(GROUP_BY)}, got {by!r}")
+    if by == "query" or t.agent == MAIN:
+        return (t.agent, t.group_id)
+    return (t.agent, t.group_id, subtask_key(t.subtask))
+
+
+class RolloutBuffer:
+    """An append-only collection of trajectories, and the one place samples are grouped.
+
+    ``reset`` empties it, ``add``/``extend`` append, and the views return new lists (or
+    a new buffer): no stored record is reshaped or edited in place, and there is no
+    hidden state. Groups (`groups`, `group_index`) are what group-relative advantages
+    (`with_advantages`), the all-equal counts and the loss's chunks of whole groups
+    are computed over.
     """
 
     def __init__(self, trajectories: Iterable[Trajectory] = ()) -> None:
-        self._items: list[Trajectory] = list(trajectories)
+        self._items: list[Trajectory] = []
+        self.extend(trajectories)
 
     def reset(self) -> None:
         self._items = []
@@ -204,13 +241,43 @@ class RolloutBuffer:
         """The agents present, in order of first appearance."""
         return list(dict.fromkeys(t.agent for t in self._items))
 
-    def groups(self, agent: str) -> dict[int, list[Trajectory]]:
-        """One agent's trajectories by query (``group_id``), in insertion order."""
-        out: dict[int, list[Trajectory]] = defaultdict(list)
+    def groups(
+        self, agent: str | None = None, by: GroupBy = "query"
+    ) -> dict[tuple, list[Trajectory]]:
+        """The trajectories (of one agent, or all) by `group_key`, groups and members in order."""
+        out: dict[tuple, list[Trajectory]] = defaultdict(list)
         for t in self._items:
-            if t.agent == agent:
-                out[t.group_id].append(t)
+            if agent is None or t.agent == agent:
+                out[group_key(t, by)].append(t)
         return dict(out)
+
+    def group_index(self, by: GroupBy = "query") -> torch.Tensor:
+        """``(N,)`` int64: each trajectory's group, numbered in order of first appearance."""
+        keys: dict[tuple, int] = {}
+        ids = [keys.setdefault(group_key(t, by), len(keys)) for t in self._items]
+        return torch.tensor(ids, dtype=torch.int64)
+
+    def with_advantages(self, scale: ScaleRewards, by: GroupBy = "query") -> RolloutBuffer:
+        """A new buffer whose trajectories carry group-relative advantages of their rewards.
+
+        GRPO (Shao et al. 2024) / M-GRPO (arXiv 2511.13288, sec. 3): each group's
+        rewards z-scored (`group_advantages`, ``scale``); a group of equal rewards
+        gets zero advantage.
+        """
+        if not self._items:
+            return RolloutBuffer()
+        rewards = torch.tensor([t.reward for t in self._items], dtype=torch.float64)  # (N,)
+        adv = group_advantages(rewards, self.group_index(by), scale)  # (N,)
+        return RolloutBuffer(
+            t.replace(advantage=float(a)) for t, a in zip(self._items, adv.tolist(), strict=True)
+        )
+
+    def all_equal_groups(self, agent: str | None = None, by: GroupBy = "query") -> int:
+        """Groups whose rewards are all equal (zero advantage: nothing to learn from them)."""
+        return sum(
+            max(t.reward for t in g) - min(t.reward for t in g) < 1e-12
+            for g in self.groups(agent, by).values()
+        )
 
     def collate(self, agent: str, pad_id: int) -> Batch:
         """One agent's trajectories as a padded :class:`Batch`."""

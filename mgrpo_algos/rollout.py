@@ -369,11 +369,13 @@ class RolloutEngine:
         for call in slot.calls:
             if call.turns == 0 or not call.ids:
                 continue  # nothing was generated, or nothing fitted in the context
+            subtask = ""
             if call.agent == "main" or "outcome" in infos.get(call.agent, {}):
                 reward = float(infos[call.agent]["outcome"]["reward"])
             else:
-                records = infos.get(call.agent, {}).get("calls", [])
-                reward = float(records[call.invocation]["reward"])
+                record = infos.get(call.agent, {}).get("calls", [])[call.invocation]
+                reward = float(record["reward"])
+                subtask = str(record.get("subtask") or "")
             out.append(
                 Trajectory(
                     agent=call.agent,
@@ -390,6 +392,7 @@ class RolloutEngine:
                     temperature=logit_temperature(
                         self.config.role_temperature.get(call.agent, self.config.temperature)
                     ),
+                    subtask=subtask,
                 )
             )
         return out

@@ -21,7 +21,6 @@ from mgrpo_algos.buffer import MAIN, RolloutBuffer
 from mgrpo_algos.training.config import LearnerConfig, validate_learner_config
 from mgrpo_algos.training.loop import Learner
 from mgrpo_algos.training.scoring import reward_weights, score_main
-from mgrpo_algos.training.update import add_advantages
 
 ENV = {"difficulty": "easy", "main_turns": 3, "sub_turns": 2, "episode_turns": 12}
 
@@ -49,7 +48,7 @@ class SoloTrainer(Learner):
     def train_step(self) -> dict[str, Any]:
         result = self.collect()
         scored, _ = score_main(result, reward_weights(self.config), self.config.format_reward)
-        stats = self.update(RolloutBuffer(add_advantages(scored, self.config.scale_rewards)))
+        stats = self.update(RolloutBuffer(scored).with_advantages(self.config.scale_rewards))
         self.step_idx += 1
         return self.step_metrics(result, scored, stats, 0.0)
 

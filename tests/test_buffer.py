@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mgrpo_algos.buffer import RolloutBuffer, Trajectory, collate, minibatches
+from mgrpo_algos.buffer import RolloutBuffer, Trajectory, collate, minibatches, subtask_key
 
 
 def traj(
@@ -79,9 +79,11 @@ def test_buffer_groups_by_query_and_agent() -> None:
     )
     assert len(buf) == 6 and buf.agents == ["main", "searcher"]
     groups = buf.groups("searcher")
-    assert sorted(groups) == [0, 1]
-    assert [t.invocation for t in groups[0]] == [0, 1]
-    assert [t.rollout_id for t in buf.groups("main")[0]] == [0, 1]
+    assert list(groups) == [("searcher", 0), ("searcher", 1)]
+    assert [t.invocation for t in groups[("searcher", 0)]] == [0, 1]
+    assert [t.rollout_id for t in buf.groups("main")[("main", 0)]] == [0, 1]
+    assert list(buf.groups()) == [("main", 0), ("searcher", 0), ("main", 1), ("searcher", 1)]
+    assert buf.group_index().tolist() == [0, 1, 1, 2, 0, 3]
     assert buf.collate("main", 0).input_ids.shape == (3, 3)
     with pytest.raises(TypeError, match="add\\(\\) takes a Trajectory, got dict"):
         buf.add({})  # type: ignore[arg-type]
@@ -96,3 +98,30 @@ def test_minibatches_respect_the_token_budget() -> None:
     assert all(max(t.num_tokens for t in c) * len(c) <= 6 for c in chunks)
     with pytest.raises(ValueError, match="max_tokens must be >= 1"):
         list(minibatches(ts, 0))
+
+
+def test_groups_by_subtask_split_a_sub_agent_s_query_group_never_main_s() -> None:
+    calls = [("Capital of Bree.", 1.0), ("capital of  bree", 0.0), ("height of Tor", 0.5)]
+    subs = [
+        traj("searcher", 0, k, 0, reward=r).replace(subtask=sub) for k, (sub, r) in enumerate(calls)
+    ]
+    mains = [traj("main", 0, k, reward=float(k)).replace(subtask="ignored") for k in range(2)]
+    buf = RolloutBuffer([*mains, *subs])
+    assert list(buf.groups(by="subtask")) == [
+        ("main", 0),
+        ("searcher", 0, "capital of bree"),
+        ("searcher", 0, "height of tor"),
+    ]
+    assert subtask_key("  Capital, of BREE! ") == "capital of bree"
+    by_query = buf.with_advantages("group")
+    by_subtask = buf.with_advantages("group", by="subtask")
+    # searcher/q0 by query: (1, 0, 0.5) -> z (1.2247, -1.2247, 0); by subtask: (1, 0) -> (1, -1)
+    assert [t.advantage for t in by_query.get("searcher")] == pytest.approx(
+        [1.2247449, -1.2247449, 0.0]
+    )
+    assert [t.advantage for t in by_subtask.get("searcher")] == pytest.approx([1.0, -1.0, 0.0])
+    assert [t.advantage for t in by_subtask.get("main")] == pytest.approx([-1.0, 1.0])
+    assert all(t.advantage == 0.0 for t in buf)  # the buffer itself is never edited
+    assert buf.all_equal_groups() == 0 and buf.all_equal_groups(by="subtask") == 1
+    with pytest.raises(ValueError, match=r"by must be one of \['query', 'subtask'\], got 'role'"):
+        buf.groups(by="role")  # type: ignore[arg-type]

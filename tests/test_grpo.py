@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from mgrpo_algos.algorithms.grpo import GRPOConfig, GRPOTrainer
+from mgrpo_algos.buffer import RolloutBuffer
 from mgrpo_algos.training.loop import step_seeds
-from mgrpo_algos.training.update import add_advantages, lr_lambda
+from mgrpo_algos.training.update import lr_lambda
 from tests.test_buffer import traj
 
 # short budgets keep random-policy episodes (and their contexts) small
@@ -61,7 +62,7 @@ def test_advantages_are_grouped_by_query_and_role() -> None:
         traj("main", 1, 0, reward=0.2),
         traj("main", 1, 1, reward=0.2),
     ]
-    adv = [t.advantage for t in add_advantages(ts, "group")]
+    adv = [t.advantage for t in RolloutBuffer(ts).with_advantages("group")]
     # main/q0: z-scores of (1, 0) are (1, -1); searcher/q0 and main/q1 have zero std -> 0
     assert adv == pytest.approx([1.0, -1.0, 0.0, 0.0, 0.0, 0.0])
 

@@ -20,9 +20,8 @@ from mgrpo_algos.algorithms.tfgrpo import (
     TFGRPOTrainer,
     parse_operations,
     relative_groups,
-    subtask_key,
 )
-from mgrpo_algos.buffer import Trajectory
+from mgrpo_algos.buffer import Trajectory, subtask_key
 from mgrpo_algos.cli import config_of, main, parse_train
 from mgrpo_algos.policies import HFPolicy
 from mgrpo_algos.rollout import EpisodeRecord, RolloutConfig, RolloutEngine, RolloutResult
@@ -330,8 +329,8 @@ def test_a_sub_agent_group_holds_calls_at_one_subtask() -> None:
         )
         trajs.append(Trajectory("main", 0, r, 0, ids, mask, logps, reward=float(r == 1)))
         trajs += [
-            Trajectory("searcher", 0, r, i, ids, mask, logps, reward=rew)
-            for i, (_, rew, _) in enumerate(rollout)
+            Trajectory("searcher", 0, r, i, ids, mask, logps, reward=rew, subtask=sub)
+            for i, (sub, rew, _) in enumerate(rollout)
         ]
     result = RolloutResult(trajs, episodes, 0, 0.0, 0.0, 1.0)
     groups = trainer.groups_of(result, trajs, {})

@@ -35,7 +35,6 @@ from mgrpo_algos.training.scoring import (
     score_main,
     without_rollouts,
 )
-from mgrpo_algos.training.update import add_advantages, all_equal_groups
 
 
 @dataclass
@@ -98,9 +97,9 @@ class GRPOTrainer(Learner):
         result = self.collect()  # collect
         scored, _ = score_main(result, reward_weights(cfg), cfg.format_reward)  # score
         kept = without_rollouts(scored, nonfinite_rollouts(scored))
-        buffer = RolloutBuffer(add_advantages(kept, cfg.scale_rewards))  # advantages
+        buffer = RolloutBuffer(kept).with_advantages(cfg.scale_rewards)  # advantages
         stats = self.update(buffer)  # loss, step
         self.step_idx += 1
         metrics = self.step_metrics(result, scored, stats, time.perf_counter() - t0)  # log
-        metrics["groups/all_equal/main"] = all_equal_groups(kept)
+        metrics["groups/all_equal/main"] = buffer.all_equal_groups()
         return metrics

@@ -51,8 +51,8 @@ from mgrpo_algos.algorithms.schedule import (
     scheduled_groups,
     trained_groups,
 )
-from mgrpo_algos.alignment import align_generator, align_samples, subtask_keys
-from mgrpo_algos.buffer import MAIN, RolloutBuffer, Trajectory
+from mgrpo_algos.alignment import align_generator, align_samples
+from mgrpo_algos.buffer import GROUP_BY, MAIN, GroupBy, RolloutBuffer, Trajectory
 from mgrpo_algos.functional import estimate_alignment_width
 from mgrpo_algos.policies import HFPolicy
 from mgrpo_algos.rollout import RolloutResult
@@ -67,12 +67,9 @@ from mgrpo_algos.training.scoring import (
     score_sub,
     without_rollouts,
 )
-from mgrpo_algos.training.update import add_advantages, all_equal_groups
 
 Align = Literal["duplicate_drop", "truncate", "fill", "ragged", "none"]
-SubGroups = Literal["query", "subtask"]
 ALIGNS: tuple[str, ...] = get_args(Align)
-SUB_GROUPS: tuple[str, ...] = get_args(SubGroups)
 
 
 @dataclass
@@ -112,13 +109,13 @@ class MGRPOConfig(LearnerConfig):
     align: Align = "duplicate_drop"
     align_d: int | None = None
     align_quantile: float = 0.99
-    sub_groups: SubGroups = "query"
+    sub_groups: GroupBy = "query"
     store_path: str | None = None
     store_timeout: float = 60.0
     schedule: str = "joint"
 
     def __post_init__(self) -> None:
-        validate_learner_config(self, {"algo": ALGOS, "align": ALIGNS, "sub_groups": SUB_GROUPS})
+        validate_learner_config(self, {"algo": ALGOS, "align": ALIGNS, "sub_groups": GROUP_BY})
         if alternation(self.schedule) and self.algo != "mgrpo":
             raise ValueError(
                 f"schedule {self.schedule!r} alternates main and the sub-agents, which needs "
@@ -225,7 +222,7 @@ class MGRPOTrainer(Learner):
         dk = np.array([r.num_invocations for r in sub.rows], dtype=np.float64)
         m.update({"dk/mean": float(dk.mean()), "dk/max": int(dk.max())})
         m["dk/zero_rollouts"] = int((dk == 0).sum())
-        m["groups/all_equal/main"] = all_equal_groups(main)
+        m["groups/all_equal/main"] = RolloutBuffer(main).all_equal_groups()
         active = set(self.active_groups_at(self.step_idx - 1))
         m.update({f"optim/active/{name}": float(name in active) for name in self.groups})
         m.update(sub.metrics)
@@ -246,7 +243,8 @@ class MGRPOTrainer(Learner):
         self.store.put_rewards(self.step_idx, rows)
         # group advantage (sec. 3): z-score of R_M over the K rollouts of a query
         # (population std; zero std gives zero advantage)
-        return add_advantages(without_rollouts(scored, bad), cfg.scale_rewards), scored
+        kept = RolloutBuffer(without_rollouts(scored, bad))
+        return kept.with_advantages(cfg.scale_rewards).get(), scored
 
     def sub_side(self, result: RolloutResult) -> SubSide:
         """Reads main's rewards, scores and aligns the sub-agent calls, z-scores them.
@@ -268,8 +266,8 @@ class MGRPOTrainer(Learner):
             # group advantage (sec. 3): z-score of R_S over the query's aligned samples,
             # duplicates included, pooled across its rollouts, per role (*ours*, with
             # sub_groups="subtask": over those of them on the same subtask)
-            keys = subtask_keys(result, aligned) if cfg.sub_groups == "subtask" else None
-            samples += add_advantages(aligned, cfg.scale_rewards, keys)
+            buffer = RolloutBuffer(aligned).with_advantages(cfg.scale_rewards, cfg.sub_groups)
+            samples += buffer.get()
             metrics.update(role_metrics)
         if cfg.align == "none":  # unsynchronised: train on last step's samples
             samples, self.stale = self.stale, samples
@@ -294,7 +292,7 @@ class MGRPOTrainer(Learner):
         metrics: dict[str, Any] = {f"align/{k}/{role}": v for k, v in st.items()}
         metrics[f"align/d/{role}"] = self.align_width.get(role)
         metrics[f"align/samples/{role}"] = len(aligned)
-        metrics[f"groups/all_equal/{role}"] = all_equal_groups(aligned)
+        metrics[f"groups/all_equal/{role}"] = RolloutBuffer(aligned).all_equal_groups()
         return aligned, metrics
 
     # -------------------------------------------------------------- checkpoints

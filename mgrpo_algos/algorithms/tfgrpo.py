@@ -85,7 +85,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import torch
 
-from mgrpo_algos.buffer import MAIN, Trajectory
+from mgrpo_algos.buffer import MAIN, RolloutBuffer, Trajectory
 from mgrpo_algos.evaluate import training_seed
 from mgrpo_algos.policies import HFPolicy
 from mgrpo_algos.policies.base import Message, Policy
@@ -600,11 +600,6 @@ class Group(NamedTuple):
     subtask: str = ""
 
 
-def subtask_key(text: str) -> str:
-    """``text`` with case, spaces and punctuation left out: calls at one subtask share it."""
-    return " ".join(re.findall(r"\w+", str(text).casefold()))
-
-
 def relative_groups(groups: Sequence[Group]) -> list[Group]:
     """The groups of 2 or more samples whose rewards differ (sec. 3: equal rewards carry
     no relative signal, and a lone sample has nothing to be compared with)."""
@@ -791,17 +786,18 @@ class TFGRPOTrainer(Learner):
         by :func:`relative_groups`).
         """
         episodes = {(e.group_id, e.rollout_id): e for e in result.episodes}
-        groups: dict[tuple[str, int, str], Group] = {}
-        for t in sorted(scored, key=lambda t: (t.agent, t.group_id, t.rollout_id, t.invocation)):
-            ep = episodes[(t.group_id, t.rollout_id)]
-            subtask = "" if t.agent == MAIN else str(call_record(ep, t).get("subtask") or "")
-            text = transcript(self.policies[t.agent], t, prompts.get(t.agent, ""))
-            truth = ground_truth(ep, t) if self.config.reflect_ground_truth else ""
-            group = groups.setdefault(
-                (t.agent, t.group_id, subtask_key(subtask)), Group(t.agent, t.group_id, [], subtask)
-            )
-            group.samples.append(Sample(t.reward, text, outcome_text(ep, t), truth))
-        return list(groups.values())
+        ordered = sorted(scored, key=lambda t: (t.agent, t.group_id, t.rollout_id, t.invocation))
+        out = []
+        for members in RolloutBuffer(ordered).groups(by="subtask").values():
+            first = members[0]
+            group = Group(first.agent, first.group_id, [], first.subtask)
+            for t in members:
+                ep = episodes[(t.group_id, t.rollout_id)]
+                text = transcript(self.policies[t.agent], t, prompts.get(t.agent, ""))
+                truth = ground_truth(ep, t) if self.config.reflect_ground_truth else ""
+                group.samples.append(Sample(t.reward, text, outcome_text(ep, t), truth))
+            out.append(group)
+        return out
 
     def reflect(self, kept: Sequence[Group]) -> tuple[Counter[str], int]:
         """Summaries -> semantic advantages -> operations -> the libraries edited.

@@ -4,51 +4,19 @@ from __future__ import annotations
 
 import copy
 import math
-from collections import defaultdict
-from collections.abc import Hashable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from mgrpo_algos.buffer import Batch, Trajectory, collate, minibatches
+from mgrpo_algos.buffer import Batch, RolloutBuffer, Trajectory, collate, minibatches
 from mgrpo_algos.functional import (
-    ScaleRewards,
-    group_advantages,
     masked_mean,
     policy_loss,
 )
 from mgrpo_algos.policies import HFPolicy
 from mgrpo_algos.policies.prefix import prefix_groups, shared_prefix_pays
-
-
-def add_advantages(
-    trajs: Sequence[Trajectory], scale: ScaleRewards, groups: Sequence[Hashable] | None = None
-) -> list[Trajectory]:
-    """Group-relative advantages; a group is one query's trajectories of one role.
-
-    ``groups`` (one key per trajectory) splits the groups further: trajectories of
-    a role and query share a group only when their keys are equal.
-    """
-    keys: dict[tuple, int] = {}
-    extra = groups if groups is not None else [None] * len(trajs)
-    if len(extra) != len(trajs):
-        raise ValueError(f"groups needs one key per trajectory: {len(extra)} for {len(trajs)}")
-    ids = [
-        keys.setdefault((t.agent, t.group_id, g), len(keys))
-        for t, g in zip(trajs, extra, strict=True)
-    ]
-    rewards = torch.tensor([t.reward for t in trajs], dtype=torch.float64)  # (N,)
-    adv = group_advantages(rewards, torch.tensor(ids, dtype=torch.int64), scale)  # (N,)
-    return [t.replace(advantage=float(a)) for t, a in zip(trajs, adv.tolist(), strict=True)]
-
-
-def all_equal_groups(trajs: Sequence[Trajectory]) -> int:
-    """Queries whose rewards are all equal (zero advantage: nothing to learn from them)."""
-    rewards: dict[int, list[float]] = defaultdict(list)
-    for t in trajs:
-        rewards[t.group_id].append(t.reward)
-    return sum(max(r) - min(r) < 1e-12 for r in rewards.values())
 
 
 def frozen_copy(policy: HFPolicy) -> HFPolicy:
@@ -193,10 +161,8 @@ def group_minibatches(trajs: Sequence[Trajectory], max_tokens: int) -> Iterator[
     group larger than ``max_tokens`` alone is cut as `minibatches` cuts it, so its
     pieces still share their prompt.
     """
-    groups: dict[tuple[str, int], list[Trajectory]] = {}
-    for t in trajs:
-        groups.setdefault((t.agent, t.group_id), []).append(t)
-    ordered = sorted(groups.values(), key=lambda g: max(t.num_tokens for t in g))
+    groups = RolloutBuffer(trajs).groups().values()
+    ordered = sorted(groups, key=lambda g: max(t.num_tokens for t in g))
     chunk: list[Trajectory] = []
     width = 0
     for group in ordered:
