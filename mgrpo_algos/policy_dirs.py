@@ -21,13 +21,13 @@ import mgrpo_envs
 from mgrpo_algos.algorithms import load_config, load_run
 from mgrpo_algos.env_options import check_env, load_env_spec
 from mgrpo_algos.training.checkpoints import (
-    CKPT_PATTERN,
+    adapters_dir,
+    holds_a_run,
     is_complete_checkpoint,
-    is_lora_policies,
     latest_checkpoint,
     load_policies,
     load_saved_policies,
-    read_roles,
+    saved_roles,
 )
 from mgrpo_algos.training.config import LearnerConfig
 from mgrpo_algos.training.loop import env_fn_of, make_env_fn
@@ -70,8 +70,7 @@ def open_policies(
     path = Path(path)
     if not path.is_dir():
         raise ValueError(f"--ckpt {str(path)!r}: no such directory")
-    runs = [p for p in path.iterdir() if CKPT_PATTERN.match(p.name)]
-    if not (CKPT_PATTERN.match(path.name) or runs or (path / "metrics.jsonl").is_file()):
+    if not holds_a_run(path):
         return _policy_directory(path, env, dict(env_kwargs or {}), max_new_tokens)
     ckpt = path if is_complete_checkpoint(path) else latest_checkpoint(path)
     if env is not None:
@@ -94,23 +93,6 @@ def open_policies(
     )
 
 
-def _saved_roles(path: Path, roles: list[str]) -> list[str] | None:
-    """The roles ``path`` holds a policy for (None: one policy for any role)."""
-    for where in (path, path / "policies"):
-        if (where / "roles.json").is_file():
-            return list(read_roles(where))
-    if (path / "config.json").is_file():
-        return None
-    saved = [role for role in roles if (path / role / "config.json").is_file()]
-    if not saved:
-        raise ValueError(
-            f"--ckpt {str(path)!r} holds no policy: expected a run directory, a ckpt-* "
-            "directory, an `mgrpo sft` or `mgrpo export` output (roles.json and a "
-            f"directory per role: {', '.join(roles)}) or a saved policy (config.json)"
-        )
-    return saved
-
-
 def _policy_directory(
     path: Path, env: str | None, env_kwargs: dict[str, Any], max_new_tokens: int | None
 ) -> Playable:
@@ -119,10 +101,10 @@ def _policy_directory(
     spec = env or defaults.env
     kwargs = {**defaults.env_kwargs, **env_kwargs}
     roles = list(mgrpo_envs.make(check_env(spec, kwargs), **kwargs).possible_agents)
-    saved = _saved_roles(path, roles)
+    saved = saved_roles(path, roles)
     single = saved == ["main"] and roles != ["main"]  # main alone: the single-agent view
     env_fn = make_env_fn(spec, kwargs, single=single)
-    adapters = next((p for p in (path, path / "policies") if is_lora_policies(p)), None)
+    adapters = adapters_dir(path)
     if adapters is not None:  # LoRA adapters on one base (`mgrpo sft --lora-rank R`)
         policies: dict[str, Any] = dict(load_saved_policies(adapters))
     else:

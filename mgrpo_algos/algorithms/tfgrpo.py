@@ -94,15 +94,12 @@ from mgrpo_algos.training.checkpoints import (
     load_policies,
     load_policy_dir,
     load_saved_policies,
-    rng_state,
     save_policies,
     set_rng_state,
-    write_checkpoint,
 )
 from mgrpo_algos.training.config import (
     LearnerConfig,
     check_weights,
-    config_dict,
     validate_learner_config,
 )
 from mgrpo_algos.training.loop import Learner, checkpoint_to_resume, env_fn_of
@@ -917,20 +914,13 @@ class TFGRPOTrainer(Learner):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.libraries = {r: ExperienceLibrary.from_dict(d) for r, d in state["libraries"].items()}
 
-    def save_checkpoint(self) -> Path:
-        """Writes ``ckpt-<step>`` (module docstring): libraries, config, state, the model."""
-        if self.out_dir is None:
-            raise ValueError("save_checkpoint() needs the learner's out_dir, which is None")
+    def write_models(self, tmp: Path) -> None:
+        """The models (or a reference to them) and every role's library (module docstring)."""
+        save_tfgrpo_policies(self.policies, tmp / "policies", self.weights_source)
+        (tmp / "experiences.json").write_text(json.dumps(self.state_dict()["libraries"], indent=2))
 
-        def write(tmp: Path) -> None:
-            save_tfgrpo_policies(self.policies, tmp / "policies", self.weights_source)
-            (tmp / "experiences.json").write_text(
-                json.dumps(self.state_dict()["libraries"], indent=2)
-            )
-            torch.save({"step": self.step_idx, **rng_state()}, tmp / "state.pt")
-            (tmp / "config.json").write_text(json.dumps(config_dict(self.config), indent=2))
-
-        return write_checkpoint(self.out_dir / f"ckpt-{self.step_idx:06d}", write)
+    def optimizer_states(self) -> dict[str, Any]:
+        return {}  # no weight is trained
 
     @classmethod
     def resume(

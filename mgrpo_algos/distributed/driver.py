@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import ray
-import torch
 
 from mgrpo_algos import lora
 from mgrpo_algos.algorithms.grpo import GRPOTrainer
@@ -50,8 +49,8 @@ from mgrpo_algos.evaluate import EvalResult
 from mgrpo_algos.policies import HFPolicy
 from mgrpo_algos.rollout import RolloutResult
 from mgrpo_algos.store import StatsStore
-from mgrpo_algos.training.checkpoints import rng_state, save_lora_checkpoint, write_checkpoint
-from mgrpo_algos.training.config import LearnerConfig, config_dict
+from mgrpo_algos.training.checkpoints import save_lora_checkpoint
+from mgrpo_algos.training.config import LearnerConfig
 from mgrpo_algos.training.scoring import Judge
 
 from . import RoleActorLost
@@ -397,31 +396,26 @@ class RayBackend:
 
     def save_checkpoint(self) -> Path:
         """``ckpt-<step>`` in the embedded learner's layout, from the role actors' parts."""
-        if self.out_dir is None:
-            raise ValueError("save_checkpoint() needs the learner's out_dir, which is None")
-        parts = self._export()
-
-        def write(tmp: Path) -> None:
-            for name, part in parts.items():
-                write_files(part["policy"], tmp / "policies" / name)
-                if part["ref"] is not None:
-                    write_files(part["ref"], tmp / "refs" / name)
-            (tmp / "policies" / "roles.json").write_text(json.dumps(dict(self.names), indent=2))
-            if self.config.lora_rank > 0:  # base/ once, from the driver's copy (never trained)
-                save_lora_checkpoint(self.policies, tmp)
-            state = {
-                "optimizers": {n: parts[n]["optimizer"] for n in self.groups},
-                "schedulers": {n: parts[n]["scheduler"] for n in self.groups},
-                "step": self.step_idx,
-                "learner": self.state_dict(),
-                **rng_state(),
-            }
-            torch.save(state, tmp / "state.pt")
-            (tmp / "config.json").write_text(json.dumps(config_dict(self.config), indent=2))
-
+        self._parts = self._export()
         for name in self.groups:
-            self.schedulers[name].state = parts[name]["scheduler"]
-        return write_checkpoint(self.out_dir / f"ckpt-{self.step_idx:06d}", write)
+            self.schedulers[name].state = self._parts[name]["scheduler"]
+        return super().save_checkpoint()  # type: ignore[misc]
+
+    def write_models(self, tmp: Path) -> None:
+        """The role actors' policies and references (their files), and LoRA's ``base/``."""
+        for name, part in self._parts.items():
+            write_files(part["policy"], tmp / "policies" / name)
+            if part["ref"] is not None:
+                write_files(part["ref"], tmp / "refs" / name)
+        (tmp / "policies" / "roles.json").write_text(json.dumps(dict(self.names), indent=2))
+        if self.config.lora_rank > 0:  # base/ once, from the driver's copy (never trained)
+            save_lora_checkpoint(self.policies, tmp)
+
+    def optimizer_states(self) -> dict[str, Any]:
+        return {
+            "optimizers": {n: self._parts[n]["optimizer"] for n in self.groups},
+            "schedulers": {n: self._parts[n]["scheduler"] for n in self.groups},
+        }
 
     @classmethod
     def resume(cls, out_dir: str | Path, *, steps: int | None = None, **kwargs: Any) -> Any:

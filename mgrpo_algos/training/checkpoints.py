@@ -188,6 +188,11 @@ def latest_checkpoint(out_dir: str | Path) -> Path:
     )
 
 
+def checkpoint_path(out_dir: str | Path, step: int) -> Path:
+    """``out_dir/ckpt-<step>``, the step zero-padded to six digits (`CKPT_PATTERN` reads it)."""
+    return Path(out_dir) / f"ckpt-{step:06d}"
+
+
 def write_checkpoint(path: Path, write: Callable[[Path], None]) -> Path:
     """Runs ``write(tmp)`` into ``<path>.tmp``, then renames it to ``path`` (atomic)."""
     tmp, old = path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")
@@ -470,4 +475,35 @@ def export(ckpt: str | Path, out: str | Path) -> dict[str, Path]:
             merged.save(out / role)
             saved[role] = out / role
     (out / "roles.json").write_text(json.dumps({role: role for role in names}, indent=2))
+    return saved
+
+
+# --------------------------------------------------------------------------- what a directory holds
+def holds_a_run(path: Path) -> bool:
+    """Whether ``path`` is a run directory or a ``ckpt-*`` checkpoint (else a policy directory)."""
+    path = Path(path)
+    if CKPT_PATTERN.match(path.name) or (path / "metrics.jsonl").is_file():
+        return True
+    return path.is_dir() and any(CKPT_PATTERN.match(p.name) for p in path.iterdir())
+
+
+def adapters_dir(path: Path) -> Path | None:
+    """The LoRA ``policies/`` directory of an ``mgrpo sft --lora-rank`` output (None: none)."""
+    return next((p for p in (Path(path), Path(path) / "policies") if is_lora_policies(p)), None)
+
+
+def saved_roles(path: Path, roles: list[str]) -> list[str] | None:
+    """The roles ``path`` holds a policy for (None: one policy for any role)."""
+    for where in (path, path / "policies"):
+        if (where / "roles.json").is_file():
+            return list(read_roles(where))
+    if (path / "config.json").is_file():
+        return None
+    saved = [role for role in roles if (path / role / "config.json").is_file()]
+    if not saved:
+        raise ValueError(
+            f"--ckpt {str(path)!r} holds no policy: expected a run directory, a ckpt-* "
+            "directory, an `mgrpo sft` or `mgrpo export` output (roles.json and a "
+            f"directory per role: {', '.join(roles)}) or a saved policy (config.json)"
+        )
     return saved

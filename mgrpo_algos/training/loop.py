@@ -40,6 +40,7 @@ from mgrpo_algos.rollout import (
 )
 from mgrpo_algos.training.checkpoints import (
     check_new_run_dir,
+    checkpoint_path,
     latest_checkpoint,
     load_policies,
     load_policy_dir,
@@ -414,19 +415,15 @@ class Learner(ABC):
 
     # -------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Path:
-        """Writes ``ckpt-<step>`` atomically (see the module docstring for its layout)."""
+        """Writes ``ckpt-<step>`` atomically: the models (`write_models`), ``state.pt`` and
+        ``config.json`` (layout: docs/training.md, "Policy directories")."""
         if self.out_dir is None:
             raise ValueError("save_checkpoint() needs the learner's out_dir, which is None")
 
         def write(tmp: Path) -> None:
-            save_policies(self.policies, self.names, tmp / "policies")
-            if self.config.lora_rank > 0:  # base/ once; refs/<name>/: reference adapters
-                save_lora_checkpoint(self.policies, tmp)
-            for name, ref in self.refs.items():
-                ref.save(tmp / "refs" / name)
+            self.write_models(tmp)
             state = {
-                "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-                "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+                **self.optimizer_states(),
                 "step": self.step_idx,
                 "learner": self.state_dict(),
                 **rng_state(),
@@ -434,7 +431,22 @@ class Learner(ABC):
             torch.save(state, tmp / "state.pt")
             (tmp / "config.json").write_text(json.dumps(config_dict(self.config), indent=2))
 
-        return write_checkpoint(self.out_dir / f"ckpt-{self.step_idx:06d}", write)
+        return write_checkpoint(checkpoint_path(self.out_dir, self.step_idx), write)
+
+    def write_models(self, tmp: Path) -> None:
+        """A checkpoint's ``policies/`` (and LoRA's ``base/``) and ``refs/`` (KL references)."""
+        save_policies(self.policies, self.names, tmp / "policies")
+        if self.config.lora_rank > 0:  # base/ once; refs/<name>/: reference adapters
+            save_lora_checkpoint(self.policies, tmp)
+        for name, ref in self.refs.items():
+            ref.save(tmp / "refs" / name)
+
+    def optimizer_states(self) -> dict[str, Any]:
+        """``optimizers`` and ``schedulers``: each trained model's, for ``state.pt``."""
+        return {
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+        }
 
     @classmethod
     def resume(cls, out_dir: str | Path, *, steps: int | None = None, **kwargs: Any) -> Learner:
