@@ -332,7 +332,8 @@ KL_D = [[LN2, -LN2, 3.0], [0.0, LN2, -LN2]]
 def test_policy_loss_with_kl_by_hand(loss_type, expected) -> None:
     logp, old, adv, mask = example()
     ref = logp.detach() + t(KL_D)
-    loss, stats = policy_loss(logp, old, adv, mask, loss_type=loss_type, beta=0.1, ref_logp=ref)
+    kw = dict(beta=0.1, ref_logp=ref, epsilon_high=0.28)  # PER_TOKEN's clip-higher
+    loss, stats = policy_loss(logp, old, adv, mask, loss_type=loss_type, **kw)
     close(loss, expected)
     close(stats["kl"], 1 / 5)
 
@@ -342,7 +343,7 @@ def test_gspo_by_hand_clipped() -> None:
     # row 1: s = (0.9 * 0.5 * 1.0) ** (1/3) = 0.7663094 < 0.8, A = -0.5 -> 0.4
     # loss (-1.28 + 0.4) / 2 = -0.44; every token sits in a clipped sequence
     logp, old, adv, mask = example(requires_grad=True)
-    loss, stats = policy_loss(logp, old, adv, mask, loss_type="gspo")
+    loss, stats = policy_loss(logp, old, adv, mask, loss_type="gspo", epsilon_high=0.28)
     close(loss, -0.44)
     close(stats["clip_ratio"], 1.0)
     s0, s1 = math.sqrt(1.65), 0.45 ** (1 / 3)
