@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mgrpo_algos"
 LAYERS: list[tuple[str, ...]] = [
     (  # leaves: data, pure math, small utilities
         "mgrpo_algos.buffer",
-        "mgrpo_algos.functional",
+        "mgrpo_algos.functional",  # the RL math package, every module of it
         "mgrpo_algos.provenance",
         "mgrpo_algos.metrics",
         "mgrpo_algos.store",
