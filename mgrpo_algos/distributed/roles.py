@@ -35,7 +35,7 @@ from mgrpo_algos import lora
 from mgrpo_algos.buffer import Trajectory
 from mgrpo_algos.policies import HFPolicy
 from mgrpo_algos.policies.base import GenerationOutput, Message
-from mgrpo_algos.policies.hf import aligned_weights
+from mgrpo_algos.policies.loading import aligned_weights
 from mgrpo_algos.training.config import LearnerConfig
 from mgrpo_algos.training.loop import Learner
 from mgrpo_algos.training.update import make_deterministic, make_optimizer, with_ref_logprobs

@@ -19,39 +19,30 @@ entries assume the current weights: call `HFPolicy.release` after an optimiser
 step (most in-place updates of the parameters are also detected, see
 `HFPolicy.release`), and at the end of each collection, since entries live
 until released.
+
+Loading (directories, hub ids, GGUF files) lives in `mgrpo_algos.policies.loading`,
+the plumbing of `HFPolicy.generate` in `mgrpo_algos.policies.generation`.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections import Counter
 from collections.abc import Hashable, Iterable, Iterator, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-import transformers
-from packaging.version import Version
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from mgrpo_algos.policies.base import GenerationOutput, Message
-from mgrpo_algos.policies.decoding import (
-    Decoded,
-    LlamaStaticDecoder,
-    PrefixCache,
-    SamplingArgs,
-    decode_loop,
-    make_decoder,
-)
+from mgrpo_algos.policies.decoding import PrefixCache, SamplingArgs
+from mgrpo_algos.policies.generation import check_sessions, collect, decode_prompts, on_device
 from mgrpo_algos.policies.head import decoder_states, row_temperatures, token_logprobs
+from mgrpo_algos.policies.loading import load_pretrained
 from mgrpo_algos.policies.prefix import PrefixGroups, shared_prefix_logprobs
-from mgrpo_algos.policies.sampling import check_sampling_args, left_pad
+from mgrpo_algos.policies.sampling import check_sampling_args
 from mgrpo_algos.policies.smollm import smollm2_gguf_path
 from mgrpo_algos.policies.tiny import SizeName, build_model, build_tokenizer
 
 _SENTINEL = "\u2063mgrpo-previous-reply\u2063"
-_NEW_DTYPE_KWARG = Version(transformers.__version__) >= Version("4.56")
 
 
 class HFPolicy:
@@ -121,18 +112,10 @@ class HFPolicy:
         Returns:
             The policy, in eval mode.
         """
-        name_or_path = str(name_or_path)
-        if gguf_file is None and name_or_path.endswith(".gguf"):
-            path = Path(name_or_path)
-            name_or_path, gguf_file = str(path.parent), path.name
-        if gguf_file is not None:
-            tokenizer = AutoTokenizer.from_pretrained(name_or_path, gguf_file=str(gguf_file))
-            model = _load_gguf_model(Path(name_or_path) / gguf_file, dtype)
-        else:
-            tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-            dtype_kwarg = "dtype" if _NEW_DTYPE_KWARG else "torch_dtype"
-            model = AutoModelForCausalLM.from_pretrained(name_or_path, **{dtype_kwarg: dtype})
-        return cls(aligned_weights(model.to(device)).eval(), tokenizer)
+        model, tokenizer = load_pretrained(
+            name_or_path, gguf_file=gguf_file, dtype=dtype, device=device
+        )
+        return cls(model, tokenizer)
 
     @classmethod
     def load(
@@ -467,7 +450,7 @@ class HFPolicy:
                 of another length than ``prompts`` or with a repeated key.
         """
         check_sampling_args(max_new_tokens, temperature, top_p, top_k)
-        _check_sessions(sessions, len(prompts))
+        check_sessions(sessions, len(prompts))
         longest = max(map(len, prompts), default=0) + max_new_tokens
         if longest > self.max_positions:
             raise ValueError(
@@ -480,164 +463,21 @@ class HFPolicy:
         self.model.eval()
         try:
             with torch.inference_mode():
-                decoded = self._decode(
+                decoded = decode_prompts(
+                    self.model,
                     prompts,
                     sessions,
+                    self._prefix_cache,
+                    fast=self.fast_decode,
+                    pad_id=self.pad_id,
                     max_new_tokens=max_new_tokens,
                     sampling=SamplingArgs(temperature, top_p, top_k),
                     stop_ids=stops,
-                    generator=_on_device(generator, self.device),
+                    generator=on_device(generator, self.device),
                 )
         finally:
             self.model.train(was_training)
-        return self._collect(decoded)
-
-    def _decode(
-        self,
-        prompts: Sequence[Sequence[int]],
-        sessions: Sequence[Hashable | None] | None,
-        *,
-        max_new_tokens: int,
-        sampling: SamplingArgs,
-        stop_ids: tuple[int, ...],
-        generator: torch.Generator | None,
-    ) -> Decoded:
-        """Run `decode_loop`, through the prefix cache for the rows with a session key."""
-        loop = partial(
-            decode_loop,
-            max_new_tokens=max_new_tokens,
-            sampling=sampling,
-            stop_ids=stop_ids,
-            pad_id=self.pad_id,
-            generator=generator,
-        )
-        keyed = [row for row, key in enumerate(sessions or ()) if key is not None]
-        if not keyed or not (self.fast_decode and LlamaStaticDecoder.supports(self.model)):
-            batch = left_pad(prompts, pad_id=self.pad_id, device=self.device)
-            decoder = make_decoder(self.model, max_new_tokens, fast=self.fast_decode)
-            return loop(decoder, batch)
-        assert sessions is not None
-        cache = self._prefix_cache
-        cache.check_weights(_weights_guard(self.model))
-        past, reused = cache.lookup(prompts, sessions)
-        suffixes = [prompt[count:] for prompt, count in zip(prompts, reused, strict=True)]
-        batch = left_pad(suffixes, pad_id=self.pad_id, device=self.device)
-        offsets = torch.tensor(reused, dtype=torch.long, device=self.device)
-        batch = batch._replace(positions=batch.positions + offsets[:, None])
-        decoder = LlamaStaticDecoder(self.model, max_new_tokens, past=past, keep=True)
-        decoded = loop(decoder, batch)
-        kept = decoder.export(keyed, decoded.lengths)
-        completions = decoded.tokens[keyed].tolist()
-        lengths = decoded.lengths[keyed].tolist()
-        for row, kv, tokens, length in zip(keyed, kept, completions, lengths, strict=True):
-            cache.store(sessions[row], [*prompts[row], *tokens[: length - 1]], kv)
-        return decoded
-
-    def _collect(self, decoded: Decoded) -> GenerationOutput:
-        """Cut each row at its length and decode, with one device-to-host copy per tensor."""
-        lengths = decoded.lengths.tolist()
-        ids = [row[:n] for row, n in zip(decoded.tokens.tolist(), lengths, strict=True)]
-        return GenerationOutput(
-            completion_ids=ids,
-            logprobs=[row[:n] for row, n in zip(decoded.logprobs.tolist(), lengths, strict=True)],
-            texts=self.tokenizer.batch_decode(ids, skip_special_tokens=True),
-            finished=[bool(flag) for flag in decoded.stopped.tolist()],
-        )
-
-
-WEIGHT_ALIGNMENT = 64
-"""Bytes to which every CPU weight of a loaded model is aligned (`aligned_weights`)."""
-
-
-def aligned_weights(model: Any) -> Any:
-    """``model`` with every CPU tensor at a `WEIGHT_ALIGNMENT`-byte boundary.
-
-    transformers leaves loaded weights in the memory-mapped safetensors file, each at
-    its offset past the file's header (8 bytes past a 64-byte boundary for the models
-    this library saves), and a single-row matrix product on CPU (a decode step with
-    one sequence left in its batch) rounds differently there than at an aligned
-    address: measured with torch 2.13's MKL, sampling log-probs then differ in the
-    last bits from those of the same weights built or copied in memory. Moving them
-    to fresh memory makes a model's numbers independent of how its weights arrived
-    (a file, a pickle, a build), which the bit-for-bit checks of resumed and Ray runs
-    rely on. Tensors already aligned are left in place.
-    """
-    with torch.no_grad():
-        for t in [*model.parameters(), *model.buffers()]:
-            if t.device.type == "cpu" and t.data_ptr() % WEIGHT_ALIGNMENT:
-                t.data = t.data.clone()  # the CPU allocator's memory is 64-byte aligned
-    return model
-
-
-def _on_device(generator: torch.Generator | None, device: torch.device) -> torch.Generator | None:
-    """``generator`` if it lives on ``device``, else a generator there seeded from it.
-
-    One seed is drawn from a generator on another device (a CPU generator for a
-    GPU model), so the same seed still gives the same completions, and every
-    sampling draw is made on the model's device without a copy per token.
-    """
-    if generator is None or generator.device.type == device.type:
-        return generator
-    seed = int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
-    return torch.Generator(device).manual_seed(seed)
-
-
-def _load_gguf_model(path: Path, dtype: torch.dtype) -> Any:
-    """Build the model a GGUF file describes and fill it with its dequantised weights.
-
-    ``AutoModelForCausalLM.from_pretrained(gguf_file=...)`` needs ``accelerate``;
-    this does the same with transformers' GGUF reader and a plain state dict.
-    """
-    from transformers import AutoConfig
-    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
-
-    if not path.is_file():
-        raise FileNotFoundError(f"GGUF file not found: expected a file at {path}")
-    config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
-    with torch.random.fork_rng(devices=[]):  # random init is overwritten; keep the global RNG
-        model = AutoModelForCausalLM.from_config(config).to(dtype)
-    extra = {}
-    if "torch_dtype" in inspect.signature(load_gguf_checkpoint).parameters:
-        extra["torch_dtype"] = dtype
-    tensors = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=model, **extra)
-    state = {name: tensor.to(dtype) for name, tensor in tensors["tensors"].items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
-    if set(missing) - tied or unexpected:
-        raise ValueError(
-            f"GGUF file {path} does not match its config: expected every parameter, got "
-            f"missing {sorted(set(missing) - tied)} and unexpected {sorted(unexpected)}"
-        )
-    model.tie_weights()
-    return model
-
-
-def _check_sessions(sessions: Sequence[Hashable | None] | None, size: int) -> None:
-    """Raise `ValueError` unless ``sessions`` is None or ``size`` distinct keys (or Nones)."""
-    if sessions is None:
-        return
-    if len(sessions) != size:
-        raise ValueError(f"expected one session key per prompt ({size}); got {len(sessions)} keys")
-    counts = Counter(key for key in sessions if key is not None)
-    if any(count > 1 for count in counts.values()):
-        repeated = sorted(repr(key) for key, count in counts.items() if count > 1)
-        raise ValueError(
-            f"expected distinct session keys within one call; got {', '.join(repeated)} "
-            "more than once"
-        )
-
-
-def _weights_guard(model: Any) -> tuple[int, ...]:
-    """Storage address and version counter of every parameter.
-
-    In-place updates through autograd-visible ops (non-fused optimiser steps,
-    ``load_state_dict``) bump a version counter and replacing a tensor changes
-    its address; fused optimiser kernels and ``param.data`` writes do neither,
-    which is why callers must still `HFPolicy.release` after training.
-    """
-    return tuple(
-        value for param in model.parameters() for value in (param.data_ptr(), param._version)
-    )
+        return collect(decoded, self.tokenizer)
 
 
 def _default_stop_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
