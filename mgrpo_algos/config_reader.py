@@ -1,7 +1,7 @@
 """The config dataclasses read from their source, so that ``mgrpo`` parses options without torch.
 
 The configs live beside their learners (``training/config.py``,
-``algorithms/mgrpo.py``, ``sft.py`` ...),
+``algorithms/mgrpo.py``, ``sft/config.py`` ...),
 in modules that import torch and transformers: seconds to load, tens of seconds on
 a loaded machine. To parse and check its options the command needs only the
 configs' fields (names, types, defaults, documentation), so it reads them here from
