@@ -35,7 +35,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -45,6 +45,9 @@ from mgrpo_algos.metrics import format_rate, machine, wilson_interval
 from mgrpo_algos.provenance import cache_stamp, provenance
 from mgrpo_algos.sft import RECIPE, SFTConfig, recipe
 from mgrpo_envs.testing import play_episode, random_tool_action
+
+if TYPE_CHECKING:
+    from mgrpo_algos.algorithms.mgrpo import MGRPOConfig
 
 STAMP_FILE = "stamp.json"
 """The file next to a cached model that holds the ``cache_stamp`` it was built under."""
@@ -114,6 +117,31 @@ class DemoSettings:
         if self.sub_lr is None:
             return {}
         return {role: self.sub_lr for role in roles if role != "main"}
+
+    def mgrpo_config(self, warm_start: str | Path, roles: list[str]) -> MGRPOConfig:
+        """Stage 4's M-GRPO run: DAPO's loss from ``warm_start``, no checkpoint but the last.
+
+        Args:
+            warm_start: The warm start's policy directory.
+            roles: The env's roles (for the sub-agents' learning rate and temperature).
+        """
+        from mgrpo_algos.algorithms.mgrpo import MGRPOConfig
+
+        return MGRPOConfig(
+            env=self.env,
+            env_kwargs=self.env_kwargs,
+            model=str(warm_start),
+            steps=self.steps,
+            queries_per_step=self.queries,
+            group_size=self.group_size,
+            lr=self.lr,
+            role_lr=self.role_lr(roles),
+            lr_schedule=self.lr_schedule,
+            role_temperature=self.role_temperature(roles),
+            loss_type="dapo",
+            seed=self.seed,
+            checkpoint_every=0,
+        )
 
     @property
     def env_kwargs(self) -> dict[str, Any]:
@@ -368,7 +396,7 @@ def run_demo(
         out: Holds the warm start cache and the run's files.
         cache: False rebuilds the warm start even when the cached one matches.
     """
-    from mgrpo_algos.algorithms.mgrpo import MGRPOConfig, MGRPOTrainer
+    from mgrpo_algos.algorithms.mgrpo import MGRPOTrainer
     from mgrpo_algos.training.checkpoints import latest_checkpoint
 
     out = Path(out)
@@ -384,22 +412,7 @@ def run_demo(
     if s.sft_sub_give_up:
         print(f"      (the sub-agents' demonstrations give up on {s.sft_sub_give_up:.0%} of calls)")
     warm = warm_start_dir(s, out, env_fn, cache=cache)
-    roles = list(env_fn().possible_agents)
-    config = MGRPOConfig(
-        env=s.env,
-        env_kwargs=s.env_kwargs,
-        model=str(warm),
-        steps=s.steps,
-        queries_per_step=s.queries,
-        group_size=s.group_size,
-        lr=s.lr,
-        role_lr=s.role_lr(roles),
-        lr_schedule=s.lr_schedule,
-        role_temperature=s.role_temperature(roles),
-        loss_type="dapo",
-        seed=s.seed,
-        checkpoint_every=0,
-    )
+    config = s.mgrpo_config(warm, list(env_fn().possible_agents))
     run_dir = out / "mgrpo"
     if run_dir.exists():  # the demo's own scratch run: replaced each time
         shutil.rmtree(run_dir)
