@@ -45,8 +45,8 @@ import torch
 
 import mgrpo_envs
 from mgrpo_algos.algorithms.mgrpo import MGRPOConfig, MGRPOTrainer
-from mgrpo_algos.demo import cache_usable, write_stamp
 from mgrpo_algos.evaluate import evaluate
+from mgrpo_algos.experiments.cache import cache_usable, write_stamp
 from mgrpo_algos.metrics import emit
 from mgrpo_algos.policies import HFPolicy
 from mgrpo_algos.provenance import cache_stamp, provenance

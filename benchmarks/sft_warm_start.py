@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 
 import mgrpo_envs
-from mgrpo_algos.demo import write_stamp
 from mgrpo_algos.evaluate import evaluate
+from mgrpo_algos.experiments.cache import write_stamp
 from mgrpo_algos.metrics import emit
 from mgrpo_algos.provenance import cache_stamp, provenance
 from mgrpo_algos.sft import RECIPE, SFTConfig, recipe, tiny_policies, warm_start

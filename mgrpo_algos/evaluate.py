@@ -28,7 +28,13 @@ import torch
 from mgrpo_algos.buffer import MAIN
 from mgrpo_algos.metrics import format_rate, wilson_interval
 from mgrpo_algos.policies.base import Policy
-from mgrpo_algos.rollout import EpisodeRecord, RolloutConfig, RolloutEngine, expert_script
+from mgrpo_algos.rollout import (
+    EpisodeRecord,
+    RolloutConfig,
+    RolloutEngine,
+    RolloutResult,
+    expert_script,
+)
 from mgrpo_algos.training.scoring import episode_reward
 from mgrpo_envs.core.rewards import FormatReward, RewardWeights
 
@@ -243,6 +249,48 @@ def _check_roles(
     return tuple(r for r in roles if r in scripted)
 
 
+def held_out_rollouts(
+    env_fn: Callable[[], Any],
+    policies: Mapping[str, Policy],
+    queries: int,
+    *,
+    group_size: int = 1,
+    max_new_tokens: int = 40,
+    temperature: float = 1.0,
+    role_temperature: Mapping[str, float] | None = None,
+    sampling_seed: int = 0,
+    scripted: Sequence[str] = (),
+    split: Split = "test",
+) -> RolloutResult:
+    """Plays the first ``queries`` env seeds of ``split``, ``group_size`` rollouts each.
+
+    The one place held-out episodes are played: :func:`evaluate` plays one rollout
+    per query through it, and a probe that needs a training step's groups on
+    held-out queries (the experiments' learning-signal diagnosis) plays several.
+    Arguments as :func:`evaluate`'s; sampling is seeded by ``sampling_seed``.
+
+    Returns:
+        The rollouts: trajectories, episode records and timings.
+    """
+    seeds = eval_seeds(queries, split)
+    roles = list(env_fn().possible_agents)
+    scripted_roles = _check_roles(roles, policies, scripted)
+    engine = RolloutEngine(
+        env_fn,
+        {r: _ScriptedRole() if r in scripted_roles else policies[r] for r in roles},
+        RolloutConfig(
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            role_temperature=dict(role_temperature or {}),
+        ),
+        scripts={r: expert_script for r in scripted_roles},
+    )
+    with torch.no_grad():
+        return engine.collect(
+            seeds, group_size=group_size, generator=torch.Generator().manual_seed(sampling_seed)
+        )
+
+
 def evaluate(
     env_fn: Callable[[], Any],
     policies: Mapping[str, Policy],
@@ -286,23 +334,18 @@ def evaluate(
             of the env, or a role that is not scripted has no policy.
     """
     t0 = time.perf_counter()
-    seeds = eval_seeds(episodes, split)
-    roles = list(env_fn().possible_agents)
-    scripted_roles = _check_roles(roles, policies, scripted)
-    engine = RolloutEngine(
+    res = held_out_rollouts(
         env_fn,
-        {r: _ScriptedRole() if r in scripted_roles else policies[r] for r in roles},
-        RolloutConfig(
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            role_temperature=dict(role_temperature or {}),
-        ),
-        scripts={r: expert_script for r in scripted_roles},
+        policies,
+        episodes,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        role_temperature=role_temperature,
+        sampling_seed=sampling_seed,
+        scripted=scripted,
+        split=split,
     )
-    with torch.no_grad():
-        res = engine.collect(
-            seeds, group_size=1, generator=torch.Generator().manual_seed(sampling_seed)
-        )
+    scripted_roles = tuple(r for r in env_fn().possible_agents if r in scripted)
     weights = RewardWeights() if weights is None else weights
     rewards = [
         episode_reward(e.infos[MAIN]["outcome"], weights, format_reward) for e in res.episodes

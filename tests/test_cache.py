@@ -13,13 +13,12 @@ import pytest
 
 import mgrpo_envs
 from mgrpo_algos import provenance
-from mgrpo_algos.demo import (
+from mgrpo_algos.demo import DemoSettings, warm_start_dir
+from mgrpo_algos.experiments.cache import (
     STAMP_FILE,
-    DemoSettings,
     cache_usable,
     read_stamp,
     stamp_difference,
-    warm_start_dir,
     write_stamp,
 )
 

@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
         "mgrpo_algos.watch",
         "mgrpo_algos.config_reader",
         "mgrpo_algos.env_options",
+        "mgrpo_algos.experiments.cache",  # stamped caches: the demo's and the experiments'
     ),
     ("mgrpo_algos.policies",),  # the policies package, every module of it
     ("mgrpo_algos.rollout", "mgrpo_algos.lora"),
@@ -36,6 +37,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mgrpo_algos.sft",),
     ("mgrpo_algos.algorithms",),
     ("mgrpo_algos.distributed", "mgrpo_algos.policy_dirs", "mgrpo_algos.demo"),
+    ("mgrpo_algos.experiments",),  # spec files -> result cells -> summaries
     ("mgrpo_algos.cli",),
     ("mgrpo_algos",),  # the package's lazy top-level names
 ]
