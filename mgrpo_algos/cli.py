@@ -1,4 +1,4 @@
-"""The ``mgrpo`` command: ``demo``, ``sft``, ``train``, ``eval`` and ``export``.
+"""The ``mgrpo`` command: ``demo``, ``sft``, ``train``, ``eval``, ``export`` and ``experiment``.
 
 The options of ``train`` and ``sft`` are generated (with tyro) from the config
 dataclasses, so every field can be set, the defaults live in one place, and
@@ -44,13 +44,14 @@ RECIPE = read_or_import("mgrpo_algos.sft", "RECIPE")
 PRETRAINED_RECIPE = read_or_import("mgrpo_algos.sft", "PRETRAINED_RECIPE")
 LORA_TARGETS = read_or_import("mgrpo_algos.lora", "LORA_TARGETS")
 
-USAGE = """usage: mgrpo {demo,sft,train,eval,export} [OPTIONS]
+USAGE = """usage: mgrpo {demo,sft,train,eval,export,experiment} [OPTIONS]
 
   demo    the main job: a short M-GRPO run from a warm start, success before and after
   sft     warm-start models (or LoRA adapters) on the scripted expert's demonstrations
   train   train agents (writes OUT/config.json, OUT/metrics.jsonl, OUT/ckpt-*)
   eval    success rate and reward of a checkpoint, with 95% intervals
   export  merge a LoRA checkpoint's adapters into one standalone model per role
+  experiment  run SPEC: play a grid's missing result cells; summary: tables and plots from them
 
 `mgrpo COMMAND --help` lists a command's options."""
 
@@ -546,6 +547,121 @@ def demo(argv: list[str]) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- experiment
+@dataclass
+class ExperimentRunArgs:
+    """Play a spec's grid: every cell its cells directory lacks, then its summary.
+
+    A finished cell (a JSON file with the same settings) is skipped, so the same
+    command resumes a grid stopped at any point (docs/experiments.md).
+
+    Attributes:
+        spec: The spec file (TOML: tasks, regimes, arms, seeds, budgets).
+        out: Scratch: the warm starts (OUT/warm_start) and each run's metrics (OUT/runs).
+        cells: The cells directory (default: the spec's `cells`, else OUT/cells).
+        jobs: Runs (and warm starts) at once, in spawned processes.
+        threads: Torch threads per process.
+        no_cache: Retrain the warm starts even when saved ones were built the same way.
+        diagnose_only: No RL: measure each regime's preconditions on its multi-agent
+            warm start (on [eval] diagnosis_split) into CELLS/diagnoses/.
+        calibrate: No RL, no held-out episode: each regime's learning signal on
+            queries outside the held-out block, into CELLS/calibrations/.
+    """
+
+    spec: tyro.conf.Positional[str]
+    out: str = "runs/experiments"
+    cells: str | None = None
+    jobs: int = 2
+    threads: int = 1
+    no_cache: bool = False
+    diagnose_only: bool = False
+    calibrate: bool = False
+
+
+@dataclass
+class ExperimentSummaryArgs:
+    """Rebuild summary.md and one PNG per (task, regime) from result cells, with no training.
+
+    The summary of a cells directory covers every cell in it and goes next to it.
+
+    Attributes:
+        specs: Spec files; each one's cells directory is summarised.
+        cells: More cells directories to summarise, repeatable.
+    """
+
+    specs: tyro.conf.Positional[tuple[str, ...]] = ()
+    cells: tyro.conf.UseAppendAction[list[str]] = field(default_factory=list)
+
+
+def experiment_run(argv: list[str]) -> int:
+    """``mgrpo experiment run SPEC``: the spec is read and checked before torch loads."""
+    from mgrpo_algos.experiments.spec import load_spec
+
+    args = tyro.cli(ExperimentRunArgs, args=argv, prog="mgrpo experiment run")
+    if args.diagnose_only and args.calibrate:
+        raise ValueError("--diagnose-only and --calibrate are two commands: give one of them")
+    spec = load_spec(args.spec)
+    from mgrpo_algos.experiments import runner
+
+    cells = Path(args.cells) if args.cells else None
+    options = runner.RunOptions(Path(args.out), cells, args.jobs, args.threads, args.no_cache)
+    if args.diagnose_only:
+        result: Any = {"diagnoses": runner.diagnose_spec(spec, options)}
+    elif args.calibrate:
+        result = {"calibrations": runner.calibrate_spec(spec, options)}
+    else:
+        result = runner.run_spec(spec, options)
+    print(json.dumps(result))
+    return 0
+
+
+def experiment_summary(argv: list[str]) -> int:
+    """``mgrpo experiment summary [SPEC ...] [--cells DIR]``: reads cells only."""
+    from mgrpo_algos.experiments.spec import load_spec
+    from mgrpo_algos.experiments.summary import write_summary
+
+    args = tyro.cli(ExperimentSummaryArgs, args=argv, prog="mgrpo experiment summary")
+    if not args.specs and not args.cells:
+        raise ValueError("give the spec files to summarise, or --cells DIR")
+    directories = [Path(c) for c in args.cells]
+    for path in args.specs:
+        spec = load_spec(path)
+        if spec.cells is None:
+            raise ValueError(
+                f"{path} names no cells directory (its cells go to the run's "
+                "OUT/cells): pass --cells OUT/cells"
+            )
+        directories.append(spec.cells)
+    out, seen = [], set()
+    for directory in directories:
+        if directory.resolve() in seen:  # specs that share a cells directory share a summary
+            continue
+        seen.add(directory.resolve())
+        result = write_summary(directory)
+        print(f"{result['summary']}: {len(result['groups'])} (task, regime) groups")
+        out.append({k: result[k] for k in ("summary", "plots")} | {"cells": str(directory)})
+    print(json.dumps({"summaries": out}))
+    return 0
+
+
+EXPERIMENT_COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "run": experiment_run,
+    "summary": experiment_summary,
+}
+
+
+def experiment(argv: list[str]) -> int:
+    """``mgrpo experiment {run,summary}``."""
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: mgrpo experiment {run,summary} [OPTIONS]  (`mgrpo experiment run --help`)")
+        return 0 if argv else USAGE_ERROR
+    if argv[0] not in EXPERIMENT_COMMANDS:
+        raise ValueError(
+            f"unknown experiment command {argv[0]!r}; expected one of {list(EXPERIMENT_COMMANDS)}"
+        )
+    return EXPERIMENT_COMMANDS[argv[0]](argv[1:])
+
+
 # --------------------------------------------------------------------------- main
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "demo": demo,
@@ -553,6 +669,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": train,
     "eval": evaluate_command,
     "export": export_command,
+    "experiment": experiment,
 }
 
 
